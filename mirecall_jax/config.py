@@ -1,0 +1,112 @@
+"""Default configuration: every field, with a comment saying what it does.
+
+`configs/{family}_{dataset}.py` files start from `base_config()` and override what differs, so this
+file is the one place that documents the whole public contract. Keys users and scripts rely on:
+`seed`, `data.format`, `data.path`, `data.on_bad_row`, `model.embed_dim`, `model.max_len`,
+`model.num_interests`, `train.batch_size`, `train.max_steps`, `train.eval_every`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def synthetic_config() -> ml_collections.ConfigDict:
+    """The built-in synthetic log with planted multi-interest structure (data.format = "synthetic")."""
+    c = ml_collections.ConfigDict()
+    c.num_users = 5000  # users generated (before k-core; nearly all survive it)
+    c.num_items = 20000  # videos in the catalogue
+    c.num_topics = 50  # planted topics; each video has exactly one
+    c.num_uploaders = 2000  # uploaders; each specialises in `uploader_topics` topics
+    c.uploader_topics = 2  # topics an uploader posts in
+    c.num_tags = 500  # tag vocabulary; tags are topic-correlated
+    c.tags_per_item = 3  # tags drawn per video (mostly from its topic's tag pool)
+    c.tag_noise = 0.1  # probability a tag is drawn uniformly instead of from the topic pool
+    c.max_interests = 4  # a user has 1..max_interests planted topics (count varies across users)
+    c.min_seq_len = 20  # watch-sequence length range per user, uniform
+    c.max_seq_len = 80
+    c.switch_prob = 0.3  # probability the next watch switches to another of the user's interests
+    c.noise = 0.05  # probability a watch is a uniformly random video (off-interest noise)
+    c.popularity_alpha = 1.0  # Zipf exponent of video popularity within a topic
+    return c
+
+
+def csv_config() -> ml_collections.ConfigDict:
+    """Column mapping for data.format = "csv" / "parquet"."""
+    c = ml_collections.ConfigDict()
+    c.events_file = "events.csv"  # file name inside data.path
+    c.delimiter = ","  # field separator (csv only); "\t" for TSV
+    c.header = True  # first line holds column names (csv only); else columns are 0-based positions
+    c.user_col = "user_id"  # column with the user id
+    c.item_col = "item_id"  # column with the item id
+    c.time_col = "timestamp"  # column with an integer timestamp
+    c.uploader_col = ""  # optional column with the uploader / creator id ("" = none)
+    c.tags_col = ""  # optional column with tags, separated by `tag_separator` ("" = none)
+    c.tag_separator = "|"
+    c.category_col = ""  # optional column with the item category, for diversity metrics
+    return c
+
+
+def data_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    # Source format: synthetic | movietweetings | movielens | grocery | comirec | csv | parquet.
+    c.format = "synthetic"
+    c.path = ""  # directory holding the source files (unused for synthetic)
+    c.comirec_name = ""  # comirec format: file prefix, e.g. "book" for book_train.txt ("" = detect)
+    c.on_bad_row = "error"  # "error": stop at the first bad row; "skip": count it by reason, go on
+    c.min_item_count = 5  # k-core: keep items with >= this many interactions (ComiRec: 5) ...
+    c.min_user_count = 5  # ... then users with >= this many (0 disables either filter)
+    c.split = "comirec"  # "comirec": users 8:1:1, eval users split 80/20; "leave_last_out"
+    c.split_fractions = (0.8, 0.1, 0.1)  # train / valid / test user fractions (comirec split)
+    c.eval_history_fraction = 0.8  # eval users: this leading share of the sequence is the history
+    c.max_tags = 4  # T: tags kept per item (padded with 0)
+    c.cache_dir = ""  # processed-dataset cache ("" = $MIRECALL_CACHE or ~/.cache/mirecall_jax)
+    c.synthetic = synthetic_config()
+    c.csv = csv_config()
+    return c
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # every random draw (data split, sampler, init, dropout, negatives) derives from it
+    c.data = data_config()
+
+    c.model = ml_collections.ConfigDict()
+    c.model.family = "single_vector"  # user tower + loss; the table is mirecall_jax/models/__init__.py
+    c.model.embed_dim = 64  # D: item embedding and interest vector size
+    c.model.max_len = 50  # L: history length seen by the user tower (most recent L items)
+    c.model.num_interests = 4  # K: interest vectors per user (single_vector always uses 1)
+    c.model.hidden_dim = 256  # width of the user tower's hidden layer(s)
+    c.model.use_uploader = False  # fuse the uploader id embedding into item representations
+    c.model.use_tags = False  # fuse the masked mean of the item's tag embeddings
+    c.model.dropout = 0.0  # dropout rate inside the user tower (training only)
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.kind = "sampled_softmax"  # "sampled_softmax" (shared sampled negatives) | "in_batch"
+    c.loss.num_negatives = 1280  # N: shared negatives per step (sampled_softmax)
+    c.loss.negative_sampling = "popularity"  # "uniform" | "popularity" (count ** alpha)
+    c.loss.popularity_alpha = 0.75  # exponent of the popularity sampling distribution (word2vec's 0.75)
+    c.loss.logq_correction = True  # subtract log Q(item) from logits (sampling-bias correction)
+    c.loss.temperature = 1.0  # logits are divided by it
+    c.loss.focal_gamma = 0.0  # focal loss -(1 - p)^gamma log p; 0 = plain softmax cross-entropy
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 256  # global batch size (split over processes and devices)
+    c.train.max_steps = 20000  # optimisation steps at most (early stopping may end sooner)
+    c.train.eval_every = 1000  # steps between evaluations on the valid split (and checkpoints)
+    c.train.patience = 5  # stop after this many evaluations without a better valid recall@50 (0 = never)
+    c.train.log_every = 100  # steps between training-metric log lines (loss is checked for NaN there)
+    c.train.optimizer = "adam"  # "adam" | "adamw" | "adagrad"
+    c.train.learning_rate = 1e-3  # peak learning rate
+    c.train.weight_decay = 0.0  # adamw only
+    c.train.warmup_steps = 0  # linear warmup from 0 to learning_rate
+    c.train.schedule = "constant"  # after warmup: "constant" | "cosine" (to 0 at max_steps)
+    c.train.grad_clip_norm = 0.0  # clip gradients to this global norm (0 = off)
+    c.train.keep_checkpoints = 2  # latest checkpoints kept (the best by valid recall@50 is kept too)
+    c.train.async_checkpoint = True  # save checkpoints in the background while training continues
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 512  # users per evaluation batch
+    c.eval.exclude_history = False  # drop history items from recommendations (ComiRec keeps them)
+    c.eval.chunk_size = 65536  # items scored at once by the exact top-k (bounds memory)
+    return c
