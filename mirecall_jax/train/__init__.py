@@ -1,0 +1,1 @@
+"""Training infrastructure: train state, partitioning (mesh + shardings), checkpointing."""
