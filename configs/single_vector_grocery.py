@@ -1,17 +1,10 @@
-"""Single-vector baseline on Amazon Grocery (ReChorus 5-core TSV). i_category is the uploader-like id."""
+"""Single-vector two-tower baseline (YouTube-DNN style: mean pool -> MLP, sampled softmax) on grocery."""
 
-from mirecall_jax.config import base_config
+from mirecall_jax.config import base_config, use_dataset
 
 
 def get_config():
-    c = base_config()
-    c.data.format = "grocery"
-    c.data.path = "../shared/data/grocery"
+    c = use_dataset(base_config(), "grocery")
     c.model.family = "single_vector"
     c.model.num_interests = 1
-    c.model.max_len = 20
-    c.train.batch_size = 128
-    c.train.max_steps = 30000
-    c.train.eval_every = 500
-    c.train.patience = 5
     return c

@@ -1,13 +1,10 @@
-"""Single-vector two-tower baseline on the built-in synthetic log (mean pool -> MLP, sampled softmax)."""
+"""Single-vector two-tower baseline (YouTube-DNN style: mean pool -> MLP, sampled softmax) on synthetic."""
 
-from mirecall_jax.config import base_config
+from mirecall_jax.config import base_config, use_dataset
 
 
 def get_config():
-    c = base_config()
+    c = use_dataset(base_config(), "synthetic")
     c.model.family = "single_vector"
     c.model.num_interests = 1
-    c.train.batch_size = 256
-    c.train.max_steps = 3000
-    c.train.eval_every = 500
     return c

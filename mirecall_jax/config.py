@@ -80,6 +80,33 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.use_uploader = False  # fuse the uploader id embedding into item representations
     c.model.use_tags = False  # fuse the masked mean of the item's tag embeddings
     c.model.dropout = 0.0  # dropout rate inside the user tower (training only)
+    # Transformer (single_activation): pre-LN encoder, then K interests read out of it.
+    c.model.num_layers = 2  # encoder layers
+    c.model.num_heads = 2  # attention heads (D must divide by it)
+    c.model.mlp_dim = 0  # encoder MLP width (0 = 4 * embed_dim)
+    c.model.readout = "queries"  # "queries": K learned query tokens; "attentive": ComiRec-SA pooling
+    # Disagreement regularisation among the K interests (each weight 0 = off; raw terms always logged).
+    c.model.cos_weight = 0.0  # mean |cos| between pairs of interest vectors
+    c.model.orth_weight = 0.0  # ||M_n M_n^T - I||^2 on L2-normalised interests
+    c.model.attn_weight = 0.0  # overlap of the K read-out attention maps ||A A^T - I||^2
+    # Which interest the loss trains (multi-interest families).
+    c.model.activation = "argmax"  # "argmax": single activation; "label_aware": MIND's soft attention
+    c.model.activation_power = 1.0  # p of label-aware attention softmax(sign(s)|s|^p)
+    c.model.comirec_hidden_factor = 4  # ComiRec-SA: attention hidden size D_a = factor * D
+    c.model.routing_iters = 3  # MIND: dynamic-routing iterations
+    c.model.dynamic_k = True  # MIND: K'_u = max(1, min(K, floor(log2 |history|)))
+    # Mixture-of-Experts two-tower (family "moe"); E = model.num_interests experts.
+    c.model.moe = ml_collections.ConfigDict()
+    c.model.moe.aggregation = "max"  # "max": score = max_e <m_e, v> (E queries); "gated": sum_e g_e <m_e, v>
+    c.model.moe.gate_hidden = 0  # gate MLP width (0 = linear gate)
+    c.model.moe.balance_weight = 0.01  # Switch-style load-balancing loss against expert collapse
+    c.model.moe.router_weight = 0.1  # "max": train the gate to predict the expert that wins
+    c.model.moe.item_mlp = True  # video tower: MLP on top of the (side-fused) id embedding
+    c.model.moe.gate_threshold = 0.0  # "max", inference: drop experts whose gate weight is below
+    # Activation records and dynamic capacity (multi-interest families).
+    c.model.record_per_user = True  # keep the [num_users, K] table besides the global [K] counts
+    c.model.prune_threshold = 0.0  # at inference drop interests whose activation share is below (0 = off)
+    c.model.prune_min_count = 20  # a user needs this many own records to use them; else history share
 
     c.loss = ml_collections.ConfigDict()
     c.loss.kind = "sampled_softmax"  # "sampled_softmax" (shared sampled negatives) | "in_batch"
@@ -109,4 +136,29 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.batch_size = 512  # users per evaluation batch
     c.eval.exclude_history = False  # drop history items from recommendations (ComiRec keeps them)
     c.eval.chunk_size = 65536  # items scored at once by the exact top-k (bounds memory)
+    return c
+
+
+def use_dataset(c: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """Dataset presets shared by every family's config (format, default path, history length, cadence).
+
+    Real logs here are small (a few thousand training users), so models peak within a few epochs:
+    evaluate often and stop on the valid split rather than training for a fixed budget.
+    """
+    if name == "synthetic":
+        c.data.format = "synthetic"
+        c.model.max_len = 50
+        c.train.batch_size = 256
+        c.train.max_steps = 3000
+        c.train.eval_every = 500
+    elif name in ("movietweetings", "grocery"):
+        c.data.format = name
+        c.data.path = {"movietweetings": "../shared/data/movietweetings-100k", "grocery": "../shared/data/grocery"}[name]
+        c.model.max_len = 20  # 5-core median history is 8-10 items; ComiRec uses 20 on comparable logs
+        c.train.batch_size = 128
+        c.train.max_steps = 30000
+        c.train.eval_every = 200
+        c.train.patience = 5
+    else:
+        raise ValueError(f"unknown dataset preset {name!r}")
     return c

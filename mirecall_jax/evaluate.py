@@ -22,10 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from mirecall_jax import metrics as rank_metrics
+from mirecall_jax.models import capacity
 from mirecall_jax.data.sampler import eval_batches
 from mirecall_jax.train.step import item_side
 
 NS = (20, 50)
+MODEL_INPUTS = ("user", "history", "history_uploader", "history_tags", "mask")  # batch keys a user tower reads
 
 
 def item_vectors(model, params, tables: dict, num_items: int, chunk: int = 65536) -> jax.Array:
@@ -54,27 +56,44 @@ def _drop_history(scores: np.ndarray, ids: np.ndarray, history: np.ndarray) -> n
     return np.where(seen.any(-1), -np.inf, scores)
 
 
-def evaluate(model, state, dataset, split: str, *, max_len: int, batch_size: int = 512,
-             exclude_history: bool = False, interest_filter=None, chunk_size: int = 65536) -> dict:
-    """Metrics dict for `split` ("valid" / "test").
+def interest_share(state, users: np.ndarray, interests, mask, history_vecs, history_mask, min_count: int):
+    """Activation share [b, K] per user: own records, else history share, else global (capacity.py)."""
+    glob = np.asarray(state.aux["activation_global"])
+    per_user = state.aux.get("activation_user")
+    if per_user is None:  # no per-user table: every user falls back to its history
+        per_user, users = np.zeros((1, glob.shape[0]), np.float32), np.zeros_like(users)
+    own = np.asarray(per_user)[users]  # [b, K]; gathered on host so the table stays where it is
+    fallback = capacity.history_share(np.asarray(interests), mask, np.asarray(history_vecs), history_mask)
+    return capacity.activation_share(own, glob, np.arange(len(users)), min_count, fallback=fallback)
 
-    `interest_filter(mask [b, K], users [b], state) -> mask` lets a family prune interests at
-    inference (dynamic capacity); the mean number of interests actually queried is reported.
+
+def evaluate(model, state, dataset, split: str, config, *, prune_threshold: float | None = None) -> dict:
+    """Metrics dict for `split` ("valid" / "test") under `config.eval` and `config.model`.
+
+    Dynamic capacity: with `prune_threshold` > 0 (default: config.model.prune_threshold) and
+    activation records in `state.aux`, interests whose activation share for the user is below the
+    threshold are not queried; the mean number of interests queried is reported as
+    `active_interests`.
     """
+    max_len, ev = config.model.max_len, config.eval
+    threshold = config.model.prune_threshold if prune_threshold is None else prune_threshold
+    prune = threshold > 0 and "activation_global" in state.aux
     n_max = max(NS)
-    vecs = item_vectors(model, state.params, state.tables, dataset.num_items, chunk_size)
-    k = n_max + (max_len if exclude_history else 0)
+    vecs = item_vectors(model, state.params, state.tables, dataset.num_items, ev.chunk_size)
+    k = n_max + (max_len if ev.exclude_history else 0)
     recommended, targets, active = [], [], []
-    for batch in eval_batches(dataset, split, max_len, batch_size):
-        interests, mask = _encode_users(model, state.params, {key: v for key, v in batch.items() if key not in ("targets", "targets_mask", "valid")})
+    for batch in eval_batches(dataset, split, max_len, ev.batch_size):
+        interests, mask = _encode_users(model, state.params, {key: batch[key] for key in MODEL_INPUTS})
         mask = np.asarray(mask)
-        if interest_filter is not None:
-            mask = np.asarray(interest_filter(mask, batch["user"], state))
+        if prune:
+            share = interest_share(state, batch["user"], interests, mask, vecs[batch["history"]], batch["mask"],
+                                   config.model.prune_min_count)
+            mask = capacity.prune_interests(mask, share, threshold)
         b, num_k, d = interests.shape
-        scores, ids = rank_metrics.chunked_top_k(interests.reshape(b * num_k, d), vecs, k, chunk_size=chunk_size)
+        scores, ids = rank_metrics.chunked_top_k(interests.reshape(b * num_k, d), vecs, k, chunk_size=ev.chunk_size)
         scores = np.asarray(scores).reshape(b, num_k, k)
         ids = np.asarray(ids).reshape(b, num_k, k)
-        if exclude_history:
+        if ev.exclude_history:
             scores = _drop_history(scores, ids, batch["history"])
         top, _ = rank_metrics.merge_interests(scores, ids, mask, n_max)
         valid = batch["valid"]
@@ -83,8 +102,7 @@ def evaluate(model, state, dataset, split: str, *, max_len: int, batch_size: int
         active.append(mask.sum(-1)[valid])
     if not recommended:
         raise ValueError(f"split {split!r} has no evaluation users")
-    width = max(t.shape[1] for t in targets)
-    targets = np.concatenate([np.pad(t, ((0, 0), (0, width - t.shape[1]))) for t in targets])
+    targets = np.concatenate(targets)  # every batch pads targets to the split's longest list
     recommended = np.concatenate(recommended)
     out = rank_metrics.ranking_metrics(recommended, targets, ns=NS)
     for n in NS:
@@ -106,9 +124,9 @@ def main(argv=None) -> None:
     p.add_argument("--exclude_history", action="store_true", help="drop history items from the recommendations")
     args = p.parse_args(argv)
     run = restore_for_inference(args.workdir, args.checkpoint)
-    result = evaluate(run.model, run.state, run.dataset, args.split, max_len=run.config.model.max_len,
-                      batch_size=run.config.eval.batch_size, exclude_history=args.exclude_history,
-                      interest_filter=run.interest_filter)
+    if args.exclude_history:
+        run.config.eval.exclude_history = True
+    result = evaluate(run.model, run.state, run.dataset, args.split, run.config)
     print(json.dumps({"split": args.split, "step": run.step, **result}, sort_keys=True))
     sys.stdout.flush()
 

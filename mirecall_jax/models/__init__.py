@@ -2,19 +2,62 @@
 
 from __future__ import annotations
 
+from mirecall_jax.models.comirec_sa import ComiRecSA
+from mirecall_jax.models.mind import MIND
+from mirecall_jax.models.moe import MoETwoTower
+from mirecall_jax.models.single_activation import SingleActivation
 from mirecall_jax.models.single_vector import SingleVector
 
 
+def _common(cfg, ds) -> dict:
+    return dict(num_items=ds.num_items, num_uploaders=ds.num_uploaders, num_tags=ds.num_tags, dim=cfg.embed_dim,
+                use_uploader=cfg.use_uploader, use_tags=cfg.use_tags)
+
+
 def _single_vector(cfg, ds):
-    return SingleVector(num_items=ds.num_items, num_uploaders=ds.num_uploaders, num_tags=ds.num_tags,
-                        dim=cfg.embed_dim, hidden_dim=cfg.hidden_dim, use_uploader=cfg.use_uploader,
-                        use_tags=cfg.use_tags, dropout=cfg.dropout)
+    return SingleVector(**_common(cfg, ds), hidden_dim=cfg.hidden_dim, dropout=cfg.dropout)
+
+
+def _single_activation(cfg, ds):
+    return SingleActivation(**_common(cfg, ds), num_interests=cfg.num_interests, max_len=cfg.max_len,
+                            num_layers=cfg.num_layers, num_heads=cfg.num_heads, mlp_dim=cfg.mlp_dim or None,
+                            dropout=cfg.dropout, readout=cfg.readout, cos_weight=cfg.cos_weight,
+                            orth_weight=cfg.orth_weight, attn_weight=cfg.attn_weight)
+
+
+def _comirec_sa(cfg, ds):
+    return ComiRecSA(**_common(cfg, ds), num_interests=cfg.num_interests, max_len=cfg.max_len,
+                     hidden_factor=cfg.comirec_hidden_factor)
+
+
+def _mind(cfg, ds):
+    return MIND(**_common(cfg, ds), num_interests=cfg.num_interests, routing_iters=cfg.routing_iters,
+                dynamic_k=cfg.dynamic_k)
+
+
+def _moe(cfg, ds):
+    m = cfg.moe
+    return MoETwoTower(**_common(cfg, ds), num_experts=cfg.num_interests, expert_hidden=cfg.hidden_dim,
+                       dropout=cfg.dropout, gate_hidden=m.gate_hidden, aggregation=m.aggregation,
+                       balance_weight=m.balance_weight, router_weight=m.router_weight, item_mlp=m.item_mlp,
+                       gate_threshold=m.gate_threshold)
 
 
 # An explicit table (not getattr by string): a new family adds one line here.
 FAMILIES = {
     "single_vector": _single_vector,
+    "single_activation": _single_activation,
+    "comirec_sa": _comirec_sa,
+    "mind": _mind,
+    "moe": _moe,
 }
+
+
+def num_interests(model_cfg) -> int:
+    """K as the model will emit it (single-vector models always emit one vector)."""
+    if model_cfg.family == "single_vector" or (model_cfg.family == "moe" and model_cfg.moe.aggregation == "gated"):
+        return 1
+    return int(model_cfg.num_interests)
 
 
 def build_model(model_cfg, dataset):

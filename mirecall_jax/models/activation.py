@@ -6,7 +6,10 @@ step.select_activated's hard argmax.
   v   = sum_k w_k m_k                              [B, D]
 
 p = 0 gives uniform weights over the valid interests (pow(s, 0) = 1), p = 1 a plain softmax, and
-p -> inf approaches the argmax (hard) activation.
+p -> inf approaches the argmax (hard) activation -- provided the best score is above 1 in value:
+the softmax is over the *absolute* logits |s|^p, so scores inside (-1, 1) all shrink to 0 and the
+weights drift back towards uniform (MIND's definition has the same property; scale the scores, or
+use select_activated, if they are small).
 
 Sign handling: MIND writes pow(s, p); for even p that maps a strongly *anti*-aligned interest
 (s << 0) to a large positive logit, and for non-integer p a negative base is NaN. We use the
@@ -23,7 +26,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mirecall_jax.models.comirec_sa import masked_softmax
+from mirecall_jax.models.layers import masked_softmax
 
 
 def label_aware_attention(interests: jnp.ndarray, mask: jnp.ndarray, target: jnp.ndarray,

@@ -8,8 +8,8 @@ with D_a = 4 D and learned position embeddings P, as in the authors' TensorFlow 
 (`Model_ComiRec_SA`): the positions enter the attention scores only; the values are the plain item
 embeddings. Both dense maps carry biases there too.
 
-This file also holds the pieces the single-activation transformer reuses (the positional table
-and the attentive pooling), so the two read-outs are literally the same code.
+The positional table and the attentive pooling live in layers.py: the single-activation
+transformer's "attentive" read-out is literally the same code.
 Histories are right-aligned (most recent item at position L-1), so position embeddings index
 recency: a batch shorter than `max_len` uses the last L rows of the table.
 """
@@ -20,49 +20,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from mirecall_jax.models.base import UserOutput
-from mirecall_jax.models.layers import ItemEncoder, embed_init
-
-
-def masked_softmax(logits: jnp.ndarray, mask: jnp.ndarray, axis: int = -1) -> jnp.ndarray:
-    """Softmax of logits over `axis` restricted to mask; exactly 0 on masked entries.
-
-    A row with nothing valid returns all zeros (no NaN), so its pooled output is 0.
-    """
-    logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-    w = nn.softmax(logits, axis=axis)
-    return jnp.where(mask, w, 0.0)
-
-
-class PositionEmbedding(nn.Module):
-    """Adds a learned [max_len, D] table to x [B, L, D], aligned on the most recent position."""
-
-    max_len: int
-    dim: int
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        length = x.shape[-2]
-        if length > self.max_len:
-            raise ValueError(f"history length {length} exceeds max_len {self.max_len}")
-        table = self.param("position_embedding", embed_init(self.dim), (self.max_len, self.dim))
-        return x + table[self.max_len - length:]  # [B, L, D]
-
-
-class AttentivePooling(nn.Module):
-    """Multi-head attentive pooling: A = masked softmax_L(W2 tanh(W1 keys^T)); out = A values.
-
-    keys [B, L, D], values [B, L, D'], mask [B, L] -> (pooled [B, K, D'], A [B, K, L]).
-    """
-
-    num_heads: int  # K, one head per interest
-    hidden_dim: int  # D_a
-
-    @nn.compact
-    def __call__(self, keys: jnp.ndarray, values: jnp.ndarray, mask: jnp.ndarray):
-        hidden = jnp.tanh(nn.Dense(self.hidden_dim, name="w1")(keys))  # [B, L, D_a]
-        logits = nn.Dense(self.num_heads, name="w2")(hidden).swapaxes(-1, -2)  # [B, K, L]
-        attention = masked_softmax(logits, mask[:, None, :])  # [B, K, L]
-        return jnp.einsum("bkl,bld->bkd", attention, values), attention
+from mirecall_jax.models.layers import AttentivePooling, ItemEncoder, PositionEmbedding
 
 
 class ComiRecSA(nn.Module):

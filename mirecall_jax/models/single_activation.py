@@ -27,8 +27,7 @@ import flax.linen as nn
 
 from mirecall_jax.models import regularizers
 from mirecall_jax.models.base import UserOutput
-from mirecall_jax.models.comirec_sa import AttentivePooling, PositionEmbedding, masked_softmax
-from mirecall_jax.models.layers import ItemEncoder, embed_init
+from mirecall_jax.models.layers import AttentivePooling, ItemEncoder, PositionEmbedding, embed_init, masked_softmax
 
 READOUTS = ("queries", "attentive")
 

@@ -17,7 +17,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,7 @@ from mirecall_jax import losses
 from mirecall_jax.data.pipeline import load_dataset
 from mirecall_jax.data.sampler import TrainSampler
 from mirecall_jax.evaluate import evaluate
-from mirecall_jax.models import build_model
+from mirecall_jax.models import build_model, num_interests
 from mirecall_jax.train.checkpoint import Checkpointer
 from mirecall_jax.train.metrics_log import MetricsLog
 from mirecall_jax.train.partitioner import Partitioner
@@ -51,6 +51,17 @@ def device_tables(dataset, loss_cfg) -> dict:
     }
 
 
+def initial_aux(config, dataset) -> dict:
+    """Non-trainable state updated inside the step: activation records for multi-interest models."""
+    k = num_interests(config.model)
+    if k == 1:
+        return {}
+    aux = {"activation_global": jnp.zeros((k,), jnp.float32)}  # [K] wins per interest slot
+    if config.model.record_per_user:
+        aux["activation_user"] = jnp.zeros((dataset.num_users, k), jnp.float32)  # [U, K]
+    return aux
+
+
 @dataclasses.dataclass
 class Run:
     """Everything needed to use a trained model: built by training or restored from a workdir."""
@@ -61,7 +72,6 @@ class Run:
     state: Any
     step: int
     checkpointer: Checkpointer
-    interest_filter: Callable | None = None
 
 
 def setup(config, workdir: str, partitioner: Partitioner | None = None):
@@ -72,17 +82,12 @@ def setup(config, workdir: str, partitioner: Partitioner | None = None):
     partitioner = partitioner or Partitioner()
     example = TrainSampler(dataset, partitioner.local_data_shards, config.model.max_len, config.seed).batch(0)
     init_fn = functools.partial(create_state, model, tx)
-    init_args = (example, jax.random.PRNGKey(config.seed), {}, device_tables(dataset, config.loss))
+    init_args = (example, jax.random.PRNGKey(config.seed), initial_aux(config, dataset), device_tables(dataset, config.loss))
     abstract = partitioner.abstract_state(init_fn, *init_args)
     ckpt = Checkpointer(os.path.join(os.path.abspath(workdir), "checkpoints"), keep_latest=config.train.keep_checkpoints,
                         save_every=config.train.eval_every, best_metric=BEST_METRIC,
                         async_save=config.train.async_checkpoint)
     return dataset, model, tx, partitioner, ckpt, abstract, init_fn, init_args
-
-
-def _evaluate(run_model, state, dataset, split, config):
-    return evaluate(run_model, state, dataset, split, max_len=config.model.max_len, batch_size=config.eval.batch_size,
-                    exclude_history=config.eval.exclude_history, chunk_size=config.eval.chunk_size)
 
 
 def _check_finite(step: int, values: dict, ckpt: Checkpointer) -> None:
@@ -114,7 +119,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         best, evals_since_best = meta.get("best_so_far", -math.inf), int(meta.get("evals_since_best", 0))
         print(f"resumed from step {start} (best valid {BEST_METRIC} so far {best:.4f})")
 
-    p_step = partitioner.partition_step(make_train_step(model, tx, config.loss))
+    p_step = partitioner.partition_step(make_train_step(model, tx, config))
     sampler = TrainSampler(dataset, config.train.batch_size, config.model.max_len, config.seed,
                            jax.process_index(), jax.process_count())
     key = jax.random.PRNGKey(config.seed)
@@ -138,7 +143,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if done % tc.eval_every == 0 or done == tc.max_steps:
             loss = float(jax.device_get(metrics["loss"]))
             _check_finite(done, {"loss": loss}, ckpt)  # never checkpoint a NaN state
-            result = _evaluate(model, state, dataset, "valid", config)
+            result = evaluate(model, state, dataset, "valid", config)
             if result[BEST_METRIC] > best:
                 best, evals_since_best = result[BEST_METRIC], 0
             else:
@@ -159,8 +164,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     summary = {
         "best_step": int(best_step),
         "last_step": int(ckpt.latest_step()),
-        "valid": _evaluate(model, state, dataset, "valid", config),
-        "test": _evaluate(model, state, dataset, "test", config),
+        "valid": evaluate(model, state, dataset, "valid", config),
+        "test": evaluate(model, state, dataset, "test", config),
         "wall_seconds": round(time.time() - wall0, 1),
         "data": dataset.stats,
     }

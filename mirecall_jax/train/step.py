@@ -1,6 +1,6 @@
 """The pure train step shared by every trainable family: user tower -> activated interest -> loss.
 
-`make_train_step(model, tx, loss_cfg)` returns `train_step(state, batch, rng) -> (state, metrics)`,
+`make_train_step(model, tx, config)` returns `train_step(state, batch, rng) -> (state, metrics)`,
 a pure function the partitioner jits with shardings and state donation. Family specifics enter
 only through the model: its `encode_users` returns the K interests and their validity mask, and
 any regulariser terms it wants added to the loss in `aux["penalties"]` (already weighted).
@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from mirecall_jax import losses
+from mirecall_jax.models.activation import label_aware_attention
 from mirecall_jax.train.state import TrainState
 
 
@@ -35,7 +36,11 @@ def item_side(tables: dict, ids: jnp.ndarray):
     return tables["item_uploader"][ids], tables["item_tags"][ids]
 
 
-def make_loss_fn(model, loss_cfg):
+def make_loss_fn(model, config):
+    loss_cfg, model_cfg = config.loss, config.model
+    if model_cfg.activation not in ("argmax", "label_aware"):
+        raise ValueError(f"config.model.activation: expected 'argmax' or 'label_aware', got {model_cfg.activation!r}")
+
     def loss_fn(params, state: TrainState, batch: dict, rng: jax.Array):
         drop_rng, neg_rng = jax.random.split(rng)
         variables = {"params": params}
@@ -43,6 +48,8 @@ def make_loss_fn(model, loss_cfg):
         pos = model.apply(variables, batch["target"], batch["target_uploader"], batch["target_tags"],
                           method=model.encode_items)  # [B, D]
         user, activated = select_activated(out.interests, out.mask, pos)  # [B, D], [B]
+        if model_cfg.activation == "label_aware":  # soft activation; records still count the argmax
+            user = label_aware_attention(out.interests, out.mask, pos, model_cfg.activation_power)
         target = batch["target"]
         if loss_cfg.kind == "sampled_softmax":
             neg_ids, neg_log_q = losses.sample_negatives(neg_rng, loss_cfg.num_negatives, state.tables["neg_probs"])
@@ -68,8 +75,8 @@ def make_loss_fn(model, loss_cfg):
     return loss_fn
 
 
-def make_train_step(model, tx: optax.GradientTransformation, loss_cfg):
-    loss_fn = make_loss_fn(model, loss_cfg)
+def make_train_step(model, tx: optax.GradientTransformation, config):
+    loss_fn = make_loss_fn(model, config)
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
         (_, (metrics, activated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state, batch, rng)
