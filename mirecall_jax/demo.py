@@ -20,6 +20,8 @@ from mirecall_jax.train.loop import train_and_evaluate
 # (row name, config file, overrides for a short demo run)
 DEMO_RUNS = [
     ("single_vector", "configs/single_vector_synthetic.py", {"train.max_steps": 1500, "train.eval_every": 500}),
+    ("single_activation", "configs/single_activation_synthetic.py", {"train.max_steps": 1500, "train.eval_every": 500}),
+    ("moe", "configs/moe_synthetic.py", {"train.max_steps": 600, "train.eval_every": 300}),
 ]
 COLUMNS = ["recall@20", "recall@50", "hitrate@50", "ndcg@50", "diversity@50", "active_interests"]
 

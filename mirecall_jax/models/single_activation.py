@@ -52,13 +52,13 @@ class EncoderBlock(nn.Module):
 
 
 class QueryReadout(nn.Module):
-    """K learned queries cross-attend over h [B, L, D] -> ([B, K, D], attention [B, K, L])."""
+    """K learned queries attend over keys [B, L, D], pool values [B, L, D'] -> ([B, K, D], attention [B, K, L])."""
 
     num_interests: int
     num_heads: int
 
     @nn.compact
-    def __call__(self, h: jnp.ndarray, mask: jnp.ndarray):
+    def __call__(self, h: jnp.ndarray, values: jnp.ndarray, mask: jnp.ndarray):
         dim = h.shape[-1]
         if dim % self.num_heads:
             raise ValueError(f"dim {dim} must be divisible by num_heads {self.num_heads}")
@@ -66,7 +66,7 @@ class QueryReadout(nn.Module):
         queries = self.param("queries", embed_init(dim), (self.num_interests, dim))  # [K, D]
         proj = lambda name: nn.DenseGeneral((self.num_heads, head_dim), name=name)  # noqa: E731
         q = proj("query")(queries)  # [K, H, dh]
-        k, v = proj("key")(h), proj("value")(h)  # [B, L, H, dh]
+        k, v = proj("key")(h), proj("value")(values)  # [B, L, H, dh]
         logits = jnp.einsum("khd,blhd->bhkl", q, k) * head_dim**-0.5  # [B, H, K, L]
         weights = masked_softmax(logits, mask[:, None, None, :])  # [B, H, K, L]
         out = jnp.einsum("bhkl,blhd->bkhd", weights, v)  # [B, K, H, dh]
@@ -88,6 +88,11 @@ class SingleActivation(nn.Module):
     use_uploader: bool = True
     use_tags: bool = True
     readout: str = "queries"  # "queries" | "attentive"
+    # What the read-out pools: "encoded" = the transformer outputs; "input" = the (side-fused) item
+    # embeddings, with attention weights still computed from the encoded sequence. Pooling the
+    # inputs keeps each interest a mixture of actual watched items (as in ComiRec-SA), where
+    # contextualised outputs blend neighbouring topics into every position.
+    readout_values: str = "encoded"
     cos_weight: float = 0.0  # weight of mean |cos| between interests
     orth_weight: float = 0.0  # weight of ||N N^T - I||_F^2
     attn_weight: float = 0.0  # weight of ||A A^T - I||_F^2 on the read-out attention
@@ -95,6 +100,8 @@ class SingleActivation(nn.Module):
     def setup(self):
         if self.readout not in READOUTS:
             raise ValueError(f"readout: expected one of {READOUTS}, got {self.readout!r}")
+        if self.readout_values not in ("encoded", "input"):
+            raise ValueError(f"readout_values: expected 'encoded' or 'input', got {self.readout_values!r}")
         self.items = ItemEncoder(self.num_items, self.num_uploaders, self.num_tags, self.dim,
                                  self.use_uploader, self.use_tags)
         self.positions = PositionEmbedding(self.max_len, self.dim)
@@ -115,15 +122,13 @@ class SingleActivation(nn.Module):
 
     def encode_users(self, batch: dict, train: bool = False) -> UserOutput:
         mask = batch["mask"]  # [B, L]
-        x = self.items(batch["history"], batch["history_uploader"], batch["history_tags"])  # [B, L, D]
-        x = self.input_drop(self.positions(x), deterministic=not train)
+        inputs = self.items(batch["history"], batch["history_uploader"], batch["history_tags"])  # [B, L, D]
+        x = self.input_drop(self.positions(inputs), deterministic=not train)
         for block in self.blocks:
             x = block(x, mask, train)
         h = self.final_norm(x)  # [B, L, D]
-        if self.readout == "queries":
-            pooled, attention = self.pool(h, mask)
-        else:
-            pooled, attention = self.pool(h, h, mask)
+        values = h if self.readout_values == "encoded" else inputs
+        pooled, attention = self.pool(h, values, mask)  # [B, K, D], [B, K, L]
         interests = self.project(pooled)  # [B, K, D]
         raw = regularizers.disagreement(interests, attention)
         weights = {"cos": self.cos_weight, "orth": self.orth_weight, "attn": self.attn_weight}

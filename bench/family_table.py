@@ -1,0 +1,86 @@
+"""Test metrics of several families on several datasets over seeds, mean +- std, in one table.
+
+Every run is `train_and_evaluate` on `configs/{family}_{dataset}.py` with `seed` overridden (the
+seed changes the split, the init and the sampler), so the rows share data, protocol and code.
+A popularity row (the 50 most frequent training items for everyone) is the reference.
+
+  .venv/bin/python bench/family_table.py --datasets movietweetings grocery \
+      --families single_vector comirec_sa mind single_activation moe --seeds 0 1 2
+
+Writes bench/results/family_table.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from mirecall_jax.data.pipeline import load_dataset
+from mirecall_jax.demo import apply_overrides, load_config_file
+from mirecall_jax.metrics import ranking_metrics
+from mirecall_jax.train.loop import train_and_evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METRICS = ["recall@20", "recall@50", "hitrate@50", "ndcg@50", "diversity@50", "active_interests"]
+
+
+def popularity(config) -> dict:
+    ds = load_dataset(config)
+    top = np.argsort(-ds.item_count, kind="stable")[:50]
+    split = ds.test
+    targets = np.zeros((len(split.users), int((split.target_end - split.history_end).max())), np.int32)
+    for row, (u, h, t) in enumerate(zip(split.users, split.history_end, split.target_end)):
+        targets[row, : t - h] = ds.sequence(u)[h:t]
+    return ranking_metrics(np.tile(top, (len(targets), 1)), targets, ns=(20, 50))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--datasets", nargs="+", default=["movietweetings", "grocery"])
+    p.add_argument("--families", nargs="+", default=["single_vector", "comirec_sa", "mind", "single_activation", "moe"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--workdir", default="/tmp/mirecall_family_table")
+    p.add_argument("--set", nargs="*", default=[], help="extra overrides a.b=value for every run")
+    args = p.parse_args()
+    overrides = {}
+    for kv in args.set:
+        key, raw = kv.split("=", 1)
+        try:
+            overrides[key] = json.loads(raw)  # numbers, true/false, lists
+        except json.JSONDecodeError:
+            overrides[key] = raw  # plain strings
+
+    results = {}
+    for dataset in args.datasets:
+        for family in ["popularity"] + args.families:
+            rows = []
+            for seed in args.seeds:
+                name = "single_vector" if family == "popularity" else family
+                config = apply_overrides(load_config_file(os.path.join(ROOT, "configs", f"{name}_{dataset}.py")),
+                                         {**overrides, "seed": seed})
+                if family == "popularity":
+                    rows.append(popularity(config))
+                    continue
+                workdir = os.path.join(args.workdir, f"{family}_{dataset}_seed{seed}")
+                summary = train_and_evaluate(config, workdir)
+                rows.append({**summary["test"], "best_step": summary["best_step"], "wall_seconds": summary["wall_seconds"]})
+            results[f"{dataset}/{family}"] = rows
+            os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+            with open(os.path.join(ROOT, "bench", "results", "family_table.json"), "w") as fh:
+                json.dump(results, fh, indent=1)
+    print(f"\n| dataset | model | " + " | ".join(METRICS) + " |")
+    print("|---|---|" + "---|" * len(METRICS))
+    for key, rows in results.items():
+        dataset, family = key.split("/")
+        cells = []
+        for m in METRICS:
+            vals = [r[m] for r in rows if m in r]
+            cells.append(f"{np.mean(vals):.4f} ± {np.std(vals):.4f}" if vals else "-")
+        print(f"| {dataset} | {family} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
