@@ -115,6 +115,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.negative_sampling = "popularity"  # "uniform" | "popularity" (count ** alpha)
     c.loss.popularity_alpha = 0.75  # exponent of the popularity sampling distribution (word2vec's 0.75)
     c.loss.logq_correction = True  # subtract log Q(item) from logits (sampling-bias correction)
+    # in_batch only: Q from precomputed training "counts", or "streaming" estimates updated inside
+    # the step (Yi et al. 2019: hashed last-seen-step / gap arrays), for logs too large to count.
+    c.loss.logq_source = "counts"
+    c.loss.frequency_buckets = 1 << 18  # hash buckets of the streaming estimate (collisions share one)
+    c.loss.frequency_lr = 0.05  # EMA rate of the streaming gap estimate
     c.loss.temperature = 1.0  # logits are divided by it
     c.loss.focal_gamma = 0.0  # focal loss -(1 - p)^gamma log p; 0 = plain softmax cross-entropy
 

@@ -52,11 +52,14 @@ def device_tables(dataset, loss_cfg) -> dict:
 
 
 def initial_aux(config, dataset) -> dict:
-    """Non-trainable state updated inside the step: activation records for multi-interest models."""
+    """Non-trainable state updated inside the step: activation records, streaming item frequencies."""
+    aux = {}
+    if config.loss.kind == "in_batch" and config.loss.logq_correction and config.loss.logq_source == "streaming":
+        aux["item_frequency"] = losses.init_frequency_state(config.loss.frequency_buckets)._asdict()
     k = num_interests(config.model)
     if k == 1:
-        return {}
-    aux = {"activation_global": jnp.zeros((k,), jnp.float32)}  # [K] wins per interest slot
+        return aux
+    aux["activation_global"] = jnp.zeros((k,), jnp.float32)  # [K] wins per interest slot
     if config.model.record_per_user:
         aux["activation_user"] = jnp.zeros((dataset.num_users, k), jnp.float32)  # [U, K]
     return aux

@@ -61,7 +61,11 @@ def make_loss_fn(model, config):
                 pos_log_q=jnp.log(state.tables["neg_probs"][target]) if use_q else None,
                 temperature=loss_cfg.temperature, focal_gamma=loss_cfg.focal_gamma)
         elif loss_cfg.kind == "in_batch":
-            log_q = jnp.log(state.tables["item_freq"][target]) if loss_cfg.logq_correction else None
+            log_q = None
+            if loss_cfg.logq_correction and loss_cfg.logq_source == "streaming":
+                log_q = losses.estimated_log_q(losses.FrequencyState(**state.aux["item_frequency"]), target)
+            elif loss_cfg.logq_correction:
+                log_q = jnp.log(state.tables["item_freq"][target])
             per_example = losses.in_batch_softmax_loss(user, pos, target, log_q, temperature=loss_cfg.temperature,
                                                        focal_gamma=loss_cfg.focal_gamma)
         else:
@@ -69,7 +73,10 @@ def make_loss_fn(model, config):
         main = per_example.mean()
         penalties = out.aux.get("penalties", {})
         total = main + sum(penalties.values(), jnp.zeros(()))
-        metrics = {"loss": total, "main_loss": main, **{f"penalty/{k}": v for k, v in penalties.items()}}
+        metrics = {"loss": total, "main_loss": main, **{f"penalty/{k}": v for k, v in penalties.items()},
+                   **{f"disagreement/{k}": v for k, v in out.aux.get("disagreement", {}).items()}}
+        if "gate_mass" in out.aux:  # MoE: mean gate weight per expert, to watch for expert collapse
+            metrics.update({f"gate_mass/{e}": m for e, m in enumerate(out.aux["gate_mass"])})
         return total, (metrics, activated)
 
     return loss_fn
@@ -89,6 +96,10 @@ def make_train_step(model, tx: optax.GradientTransformation, config):
             aux["activation_global"] = aux["activation_global"] + hits.sum(0)
             if "activation_user" in aux:
                 aux["activation_user"] = aux["activation_user"].at[batch["user"]].add(hits)
+        if "item_frequency" in aux:  # streaming logQ (Yi et al. 2019): record this batch's targets
+            freq = losses.FrequencyState(**aux["item_frequency"])
+            aux["item_frequency"] = losses.update_frequency(freq, batch["target"], state.step,
+                                                            lr=config.loss.frequency_lr)._asdict()
         metrics["grad_norm"] = optax.tree.norm(grads)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state, aux=aux), metrics
 
