@@ -1,10 +1,11 @@
-"""ComiRec-SA baseline (self-attentive K-head read-out, argmax activation, sampled softmax) on grocery."""
+"""ComiRec-SA baseline (self-attentive K-head read-out, argmax activation, sampled softmax) on grocery.
 
-from mirecall_jax.config import base_config, use_dataset
+Family presets: mirecall_jax/config.py:use_family; dataset presets: use_dataset; every field is
+documented in base_config.
+"""
+
+from mirecall_jax.config import base_config, use_dataset, use_family
 
 
 def get_config():
-    c = use_dataset(base_config(), "grocery")
-    c.model.family = "comirec_sa"
-    c.model.num_interests = 4
-    return c
+    return use_family(use_dataset(base_config(), "grocery"), "comirec_sa")

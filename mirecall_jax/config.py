@@ -168,3 +168,28 @@ def use_dataset(c: ml_collections.ConfigDict, name: str) -> ml_collections.Confi
     else:
         raise ValueError(f"unknown dataset preset {name!r}")
     return c
+
+
+def use_family(c: ml_collections.ConfigDict, family: str) -> ml_collections.ConfigDict:
+    """Family presets shared by every dataset's config: the model and loss a family is defined by."""
+    c.model.family = family
+    if family == "single_vector":
+        c.model.num_interests = 1
+    elif family == "single_activation":
+        c.model.num_interests = 4
+        c.model.use_uploader = True  # side features enter the history encoder only;
+        c.model.use_tags = True  # the loss and the index use video-id embeddings
+        c.model.dropout = 0.1
+    elif family in ("comirec_sa", "mind"):
+        c.model.num_interests = 4
+    elif family == "moe":
+        c.model.num_interests = 4  # E experts
+        c.model.use_uploader = True  # the video tower fuses uploader and tag embeddings
+        c.model.use_tags = True
+        c.loss.kind = "in_batch"  # negatives: the other targets of the global batch, on every device
+        c.loss.focal_gamma = 1.0  # up-weights examples whose positive is hard; 0 = plain softmax
+        c.loss.temperature = 0.1  # in-batch logits of unnormalised MLP towers need a temperature
+        c.train.batch_size = max(c.train.batch_size, 512)  # in-batch: the batch is the negative pool
+    else:
+        raise ValueError(f"unknown family preset {family!r}")
+    return c
