@@ -28,6 +28,7 @@ from tqdm import tqdm
 from mirecall_jax import losses
 from mirecall_jax.data.pipeline import load_dataset
 from mirecall_jax.data.sampler import TrainSampler
+from mirecall_jax.config import base_config
 from mirecall_jax.evaluate import evaluate
 from mirecall_jax.models import build_model, num_interests
 from mirecall_jax.train.checkpoint import Checkpointer
@@ -182,11 +183,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The workdir's resolved config, laid over today's defaults.
+
+    Fields added to base_config after the run was trained take their defaults (which reproduce
+    the old behaviour), so older workdirs still evaluate and export.
+    """
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: not found; is {workdir!r} a training workdir?")
     with open(path) as fh:
-        return ml_collections.ConfigDict(json.load(fh))
+        saved = json.load(fh)
+    config = base_config()
+    _merge(config, saved)
+    return config
+
+
+def _merge(node: ml_collections.ConfigDict, saved: dict) -> None:
+    for key, value in saved.items():
+        if isinstance(value, dict) and key in node and isinstance(node[key], ml_collections.ConfigDict):
+            _merge(node[key], value)
+        elif key in node and isinstance(node[key], tuple) and isinstance(value, list):
+            node[key] = tuple(value)  # JSON turns tuples into lists
+        else:
+            with node.ignore_type():
+                node[key] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
 
 
 def restore_for_inference(workdir: str, which: str = "best") -> Run:
