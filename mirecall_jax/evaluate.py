@@ -28,6 +28,7 @@ from mirecall_jax.train.step import item_side
 
 NS = (20, 50)
 MODEL_INPUTS = ("user", "history", "history_uploader", "history_tags", "mask")  # batch keys a user tower reads
+OPTIONAL_INPUTS = ("history_time",)  # passed when present (PinnerSage ages with time_unit_seconds > 0)
 
 
 def item_vectors(model, params, tables: dict, num_items: int, chunk: int = 65536) -> jax.Array:
@@ -82,8 +83,9 @@ def evaluate(model, state, dataset, split: str, config, *, prune_threshold: floa
     vecs = item_vectors(model, state.params, state.tables, dataset.num_items, ev.chunk_size)
     k = n_max + (max_len if ev.exclude_history else 0)
     recommended, targets, active = [], [], []
-    for batch in eval_batches(dataset, split, max_len, ev.batch_size):
-        interests, mask = _encode_users(model, state.params, {key: batch[key] for key in MODEL_INPUTS})
+    for batch in eval_batches(dataset, split, max_len, ev.batch_size, with_timestamps=True):
+        inputs = {key: batch[key] for key in MODEL_INPUTS + OPTIONAL_INPUTS if key in batch}
+        interests, mask = _encode_users(model, state.params, inputs)
         mask = np.asarray(mask)
         if prune:
             share = interest_share(state, batch["user"], interests, mask, vecs[batch["history"]], batch["mask"],

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from mirecall_jax.models.comirec_sa import ComiRecSA
+from mirecall_jax.models.item2vec import build_item2vec
 from mirecall_jax.models.mind import MIND
 from mirecall_jax.models.moe import MoETwoTower
+from mirecall_jax.models.pinnersage import build_pinnersage
 from mirecall_jax.models.single_activation import SingleActivation
 from mirecall_jax.models.single_vector import SingleVector
 
@@ -51,12 +53,14 @@ FAMILIES = {
     "comirec_sa": _comirec_sa,
     "mind": _mind,
     "moe": _moe,
+    "item2vec": build_item2vec,  # item embeddings for PinnerSage (skip-gram / CBOW, sampled softmax)
+    "pinnersage": build_pinnersage,  # Ward clusters of a frozen item table -> medoids (no training)
 }
 
 
 def num_interests(model_cfg) -> int:
     """K as the model will emit it (single-vector models always emit one vector)."""
-    if model_cfg.family == "single_vector" or (model_cfg.family == "moe" and model_cfg.moe.aggregation == "gated"):
+    if model_cfg.family in ("single_vector", "item2vec") or (model_cfg.family == "moe" and model_cfg.moe.aggregation == "gated"):
         return 1
     return int(model_cfg.num_interests)
 

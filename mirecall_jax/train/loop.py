@@ -104,6 +104,10 @@ def _check_finite(step: int, values: dict, ckpt: Checkpointer) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    if config.model.family == "pinnersage":  # nothing to train: load the table, checkpoint it, evaluate
+        from mirecall_jax.pinnersage.run import evaluate_pinnersage  # run.py imports this module
+
+        return evaluate_pinnersage(config, workdir)
     wall0 = time.time()
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
