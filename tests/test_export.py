@@ -17,6 +17,7 @@ from mirecall_jax.data.pipeline import load_dataset
 from mirecall_jax.data.sampler import eval_batches
 from mirecall_jax.evaluate import MODEL_INPUTS, _encode_users, interest_share, item_vectors
 from mirecall_jax.models import build_model, capacity
+from mirecall_jax.pinnersage.config import pinnersage_config
 from mirecall_jax.serving import artifact as art
 from mirecall_jax.serving.encoder import ENCODER_INPUTS
 from mirecall_jax.serving.export import export_encoder, model_encoder, write_artifact
@@ -29,6 +30,7 @@ FAMILIES = {
     "mind": {},
     "moe": {"model.moe.aggregation": "max"},
     "moe_gated": {"model.moe.aggregation": "gated"},
+    "pinnersage": {},  # no training: its "params" are a frozen item table (random here)
 }
 
 
@@ -53,12 +55,17 @@ def families(tmp_path_factory):
     expected, pairs = {}, []
     for i, (name, overrides) in enumerate(FAMILIES.items()):
         cfg = tiny_config(base / "cache", **{"model.family": name.replace("_gated", ""), **overrides})
+        if name == "pinnersage":
+            cfg.model.pinnersage = pinnersage_config()
         model = build_model(cfg.model, ds)
         target = batch["targets"][:, 0]
         init_batch = dict(batch, target=target, target_uploader=ds.item_uploader[target],
                           target_tags=ds.item_tags[target])
         init = jax.jit(lambda rngs, b: model.init(rngs, b, train=False))  # jit: faster than op-by-op
         params = init({"params": jax.random.PRNGKey(i), "dropout": jax.random.PRNGKey(99)}, init_batch)["params"]
+        if name == "pinnersage":  # a random table, so the clustering has structure to find
+            table = params["item_embedding"]
+            params = {**params, "item_embedding": jax.random.normal(jax.random.PRNGKey(i), table.shape, table.dtype)}
         enc = model_encoder(model, params, {}, cfg.model)
         d = tmp / name
         d.mkdir()
