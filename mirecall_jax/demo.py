@@ -22,7 +22,10 @@ from mirecall_jax.train.loop import train_and_evaluate
 # (row name, config file, overrides for a short demo run)
 DEMO_RUNS = [
     ("single_vector", "configs/single_vector_synthetic.py", {"train.max_steps": 1500, "train.eval_every": 500}),
-    ("single_activation", "configs/single_activation_synthetic.py", {"train.max_steps": 1500, "train.eval_every": 500}),
+    # One encoder layer with a narrow MLP keeps the transformer's demo run to a few minutes on 2 CPU cores.
+    ("single_activation", "configs/single_activation_synthetic.py",
+     {"train.max_steps": 1500, "train.eval_every": 500, "model.num_layers": 1, "model.mlp_dim": 128,
+      "model.readout": "attentive", "model.readout_values": "input"}),
     ("moe", "configs/moe_synthetic.py", {"train.max_steps": 600, "train.eval_every": 300}),
 ]
 COLUMNS = ["recall@20", "recall@50", "hitrate@50", "ndcg@50", "diversity@50", "active_interests"]
