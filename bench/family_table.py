@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from mirecall_jax.data.pipeline import load_dataset
-from mirecall_jax.demo import apply_overrides, load_config_file
+from mirecall_jax.config import load_config_file, override
 from mirecall_jax.metrics import ranking_metrics
 from mirecall_jax.train.loop import train_and_evaluate
 
@@ -59,7 +59,7 @@ def main():
             rows = []
             for seed in args.seeds:
                 name = "single_vector" if family == "popularity" else family
-                config = apply_overrides(load_config_file(os.path.join(ROOT, "configs", f"{name}_{dataset}.py")),
+                config = override(load_config_file(os.path.join(ROOT, "configs", f"{name}_{dataset}.py")),
                                          {**overrides, "seed": seed})
                 if family == "popularity":
                     rows.append(popularity(config))

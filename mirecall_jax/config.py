@@ -8,7 +8,11 @@ file is the one place that documents the whole public contract. Keys users and s
 
 from __future__ import annotations
 
+import importlib.util
+
 import ml_collections
+
+from mirecall_jax.pinnersage.config import item2vec_config, pinnersage_config
 
 
 def synthetic_config() -> ml_collections.ConfigDict:
@@ -108,6 +112,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.record_per_user = True  # keep the [num_users, K] table besides the global [K] counts
     c.model.prune_threshold = 0.0  # at inference drop interests whose activation share is below (0 = off)
     c.model.prune_min_count = 20  # a user needs this many own records to use them; else history share
+    c.model.item2vec = item2vec_config()  # family "item2vec" (fields in mirecall_jax/pinnersage/config.py)
+    c.model.pinnersage = pinnersage_config()  # family "pinnersage" (fields in mirecall_jax/pinnersage/config.py)
 
     c.loss = ml_collections.ConfigDict()
     c.loss.kind = "sampled_softmax"  # "sampled_softmax" (shared sampled negatives) | "in_batch"
@@ -190,6 +196,34 @@ def use_family(c: ml_collections.ConfigDict, family: str) -> ml_collections.Conf
         c.loss.focal_gamma = 1.0  # up-weights examples whose positive is hard; 0 = plain softmax
         c.loss.temperature = 0.1  # in-batch logits of unnormalised MLP towers need a temperature
         c.train.batch_size = max(c.train.batch_size, 512)  # in-batch: the batch is the negative pool
+    elif family == "item2vec":
+        c.model.num_interests = 1  # one query vector (the window's pair-weighted input vectors)
+        c.loss.negative_sampling = "popularity"  # count ** 0.75: word2vec's noise distribution
+        c.loss.popularity_alpha = 0.75
+        c.loss.logq_correction = False  # word2vec's negative sampling does not correct for the proposal
+    elif family == "pinnersage":
+        c.model.num_interests = 4  # K medoids queried per user
+        c.model.record_per_user = False  # no activation records: nothing is trained
+        c.model.pinnersage.embeddings = "item2vec"  # the source workdir: --config.model.pinnersage.source=
     else:
         raise ValueError(f"unknown family preset {family!r}")
     return c
+
+
+def override(c: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
+    """Sets dotted keys ({"train.max_steps": 10}) in place, like --config.a.b=v on the command line."""
+    for dotted, value in overrides.items():
+        node = c
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+    """`get_config()` of a configs/*.py file, loaded by path (what --config does)."""
+    spec = importlib.util.spec_from_file_location("mirecall_config_file", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()

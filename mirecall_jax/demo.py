@@ -9,12 +9,12 @@ Workdirs go under ./workdirs/demo (rerunning resumes / reuses finished runs).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
 import numpy as np
 
+from mirecall_jax.config import load_config_file, override
 from mirecall_jax.data.pipeline import load_dataset
 from mirecall_jax.data.sampler import TrainSampler
 from mirecall_jax.train.loop import train_and_evaluate
@@ -31,23 +31,6 @@ DEMO_RUNS = [
 COLUMNS = ["recall@20", "recall@50", "hitrate@50", "ndcg@50", "diversity@50", "active_interests"]
 
 
-def load_config_file(path: str):
-    spec = importlib.util.spec_from_file_location("demo_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
-def apply_overrides(config, overrides: dict):
-    for dotted, value in overrides.items():
-        node = config
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
-
-
 def main() -> None:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     config = load_config_file(os.path.join(root, DEMO_RUNS[0][1]))
@@ -58,7 +41,7 @@ def main() -> None:
 
     rows = []
     for name, path, overrides in DEMO_RUNS:
-        cfg = apply_overrides(load_config_file(os.path.join(root, path)), overrides)
+        cfg = override(load_config_file(os.path.join(root, path)), overrides)
         workdir = os.path.join(root, "workdirs", "demo", name)
         print(f"\n=== {name}: {path} -> {workdir}")
         summary = train_and_evaluate(cfg, workdir)

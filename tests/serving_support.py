@@ -27,17 +27,11 @@ SERVING_OVERRIDES = {
 
 
 def tiny_config(cache_dir: Path, **extra):
-    from mirecall_jax.config import base_config
+    from mirecall_jax.config import base_config, override
 
     c = base_config()
     c.data.cache_dir = str(cache_dir)
-    for dotted, value in {**TINY, **extra}.items():
-        node = c
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return c
+    return override(c, {**TINY, **extra})
 
 
 def trained_workdir(base: Path) -> Path:

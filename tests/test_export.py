@@ -17,7 +17,6 @@ from mirecall_jax.data.pipeline import load_dataset
 from mirecall_jax.data.sampler import eval_batches
 from mirecall_jax.evaluate import MODEL_INPUTS, _encode_users, interest_share, item_vectors
 from mirecall_jax.models import build_model, capacity
-from mirecall_jax.pinnersage.config import pinnersage_config
 from mirecall_jax.serving import artifact as art
 from mirecall_jax.serving.encoder import ENCODER_INPUTS
 from mirecall_jax.serving.export import export_encoder, model_encoder, write_artifact
@@ -55,8 +54,6 @@ def families(tmp_path_factory):
     expected, pairs = {}, []
     for i, (name, overrides) in enumerate(FAMILIES.items()):
         cfg = tiny_config(base / "cache", **{"model.family": name.replace("_gated", ""), **overrides})
-        if name == "pinnersage":
-            cfg.model.pinnersage = pinnersage_config()
         model = build_model(cfg.model, ds)
         target = batch["targets"][:, 0]
         init_batch = dict(batch, target=target, target_uploader=ds.item_uploader[target],

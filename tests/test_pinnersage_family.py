@@ -12,34 +12,18 @@ import numpy as np
 import pytest
 
 from mirecall_jax.evaluate import _encode_users
-from mirecall_jax.models import FAMILIES
-from mirecall_jax.models.item2vec import HostArray, Item2Vec, build_item2vec, keep_probabilities
-from mirecall_jax.models.pinnersage import PinnerSage, build_pinnersage
-from mirecall_jax.pinnersage.config import item2vec_config, pinnersage_config
+from mirecall_jax.models.item2vec import HostArray, Item2Vec, keep_probabilities
+from mirecall_jax.models.pinnersage import PinnerSage
+from mirecall_jax.config import override
+from mirecall_jax.pinnersage.config import pinnersage_config
 from mirecall_jax.pinnersage.embeddings import load_array, load_embeddings
 from test_train_loop import _tiny_config
 
 DAY = 86_400
 
 
-@pytest.fixture
-def families(monkeypatch):
-    """The two families registered as models/__init__.py will register them."""
-    monkeypatch.setitem(FAMILIES, "item2vec", build_item2vec)
-    monkeypatch.setitem(FAMILIES, "pinnersage", build_pinnersage)
-
-
 def _config(tmp_path, **extra):
-    c = _tiny_config(tmp_path)
-    c.model.item2vec = item2vec_config()
-    c.model.pinnersage = pinnersage_config()
-    for dotted, value in extra.items():
-        node = c
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return c
+    return override(_tiny_config(tmp_path), extra)
 
 
 # ------------------------------------------------------------------------------------------ tables
@@ -174,7 +158,7 @@ def test_item2vec_pairs_follow_word2vec_window_weights_and_subsampling_drops_exa
 
 
 # ---------------------------------------------------------------------------- end to end (shared)
-def test_item2vec_trains_in_the_shared_loop_and_pinnersage_evaluates_over_it(tmp_path, families):
+def test_item2vec_trains_in_the_shared_loop_and_pinnersage_evaluates_over_it(tmp_path):
     from mirecall_jax.pinnersage.run import evaluate_pinnersage
     from mirecall_jax.train.loop import restore_for_inference, train_and_evaluate
 

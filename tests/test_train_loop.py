@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from mirecall_jax.config import base_config
+from mirecall_jax.config import base_config, override
 from mirecall_jax.train.checkpoint import Checkpointer
 from mirecall_jax.train.loop import restore_for_inference, train_and_evaluate
 
@@ -92,13 +92,7 @@ def test_sigkill_and_resume_gives_bitwise_identical_parameters(tmp_path):
 def _tiny_config(tmp_path, **extra):
     c = base_config()
     c.data.cache_dir = str(tmp_path / "cache")
-    for dotted, value in {**TINY, **extra}.items():
-        node = c
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return c
+    return override(c, {**TINY, **extra})
 
 
 def test_nan_loss_stops_the_run_and_keeps_good_checkpoints(tmp_path):
