@@ -2,7 +2,8 @@
 
 Every run is `train_and_evaluate` on `configs/{family}_{dataset}.py` with `seed` overridden (the
 seed changes the split, the init and the sampler), so the rows share data, protocol and code.
-A popularity row (the 50 most frequent training items for everyone) is the reference.
+A popularity row (the 50 most frequent training items for everyone) is the reference. PinnerSage
+clusters the item2vec table trained on the same dataset with the same seed.
 
   .venv/bin/python bench/family_table.py --datasets movietweetings grocery \
       --families single_vector comirec_sa mind single_activation moe --seeds 0 1 2
@@ -65,6 +66,11 @@ def main():
                     rows.append(popularity(config))
                     continue
                 workdir = os.path.join(args.workdir, f"{family}_{dataset}_seed{seed}")
+                if family == "pinnersage":  # cluster the item2vec table trained with the same seed
+                    source = os.path.join(args.workdir, f"item2vec_{dataset}_seed{seed}")
+                    train_and_evaluate(override(load_config_file(os.path.join(ROOT, "configs", f"item2vec_{dataset}.py")),
+                                                {**overrides, "seed": seed}), source)
+                    config.model.pinnersage.source = source
                 summary = train_and_evaluate(config, workdir)
                 rows.append({**summary["test"], "best_step": summary["best_step"], "wall_seconds": summary["wall_seconds"]})
             results[f"{dataset}/{family}"] = rows
