@@ -17,17 +17,20 @@ import numpy as np
 
 @functools.partial(jax.jit, static_argnames=("k", "chunk_size"))
 def _chunked_top_k(queries, items, item_valid, k: int, chunk_size: int):
-    num_items = items.shape[0]
+    num_items = items.shape[0]  # >= chunk_size (the wrapper caps the chunk at the catalogue)
     num_chunks = -(-num_items // chunk_size)
-    pad = num_chunks * chunk_size - num_items
-    items = jnp.pad(items, ((0, pad), (0, 0))).reshape(num_chunks, chunk_size, -1)  # [C, S, D]
-    item_valid = jnp.pad(item_valid, (0, pad)).reshape(num_chunks, chunk_size)  # [C, S]
     k_chunk = min(k, chunk_size)
     num_q = queries.shape[0]
 
-    def step(carry, xs):
+    def step(carry, c):
         best_s, best_i = carry  # [Q, k], [Q, k]
-        chunk, valid, offset = xs  # [S, D], [S], []
+        # The last chunk is slid back to end at the catalogue's end instead of padding the catalogue
+        # (a padded copy would cost a whole extra [M, D] per call); rows it shares with the previous
+        # chunk are masked so no item is counted twice.
+        offset = jnp.minimum(c * chunk_size, num_items - chunk_size)
+        chunk = jax.lax.dynamic_slice_in_dim(items, offset, chunk_size)  # [S, D]
+        ids = offset + jnp.arange(chunk_size, dtype=jnp.int32)  # [S]
+        valid = jax.lax.dynamic_slice_in_dim(item_valid, offset, chunk_size) & (ids >= c * chunk_size)  # [S]
         s = jnp.matmul(queries, chunk.T, precision=jax.lax.Precision.HIGHEST,
                        preferred_element_type=jnp.float32)  # [Q, S]
         s = jnp.where(valid[None, :], s, -jnp.inf)
@@ -40,8 +43,7 @@ def _chunked_top_k(queries, items, item_valid, k: int, chunk_size: int):
         return (new_s, jnp.take_along_axis(all_i, pos, axis=1)), None
 
     init = (jnp.full((num_q, k), -jnp.inf, jnp.float32), jnp.zeros((num_q, k), jnp.int32))
-    offsets = jnp.arange(num_chunks, dtype=jnp.int32) * chunk_size
-    (scores, ids), _ = jax.lax.scan(step, init, (items, item_valid, offsets))
+    (scores, ids), _ = jax.lax.scan(step, init, jnp.arange(num_chunks, dtype=jnp.int32))
     # Slots with no valid item left -> padding id. The (-inf, 0) initial carry already wins such
     # ties (it comes first); stated explicitly so the contract does not hinge on that detail.
     ids = jnp.where(jnp.isneginf(scores), 0, ids)
@@ -61,8 +63,8 @@ def chunked_top_k(
     so peak memory is O(Q * chunk_size) whatever M is. The matmul runs at HIGHEST precision (on
     GPU/TPU the default f32 matmul is TF32/bf16-based, which can reorder near-ties). Item 0 and
     items with item_valid False score -inf and are never returned; M need not divide by
-    chunk_size (the last chunk is padded with invalid rows). If fewer than k valid items exist,
-    the trailing slots are (-inf, 0). Ties are deterministic: equal scores come out lower id first.
+    chunk_size (the last chunk overlaps the one before, with the shared rows masked). If fewer
+    than k valid items exist, the trailing slots are (-inf, 0). Ties are deterministic: equal scores come out lower id first.
     Shard `queries` over devices for data-parallel evaluation; `items` is read whole.
     """
     num_items = items.shape[0]
