@@ -68,6 +68,18 @@ def interest_share(state, users: np.ndarray, interests, mask, history_vecs, hist
     return capacity.activation_share(own, glob, np.arange(len(users)), min_count, fallback=fallback)
 
 
+def user_interests(model, state, batch: dict, vecs, config, prune_threshold: float):
+    """(interests [b, K, D], mask [b, K]) for an evaluation batch, after dynamic-capacity pruning."""
+    inputs = {key: batch[key] for key in MODEL_INPUTS + OPTIONAL_INPUTS if key in batch}
+    interests, mask = _encode_users(model, state.params, inputs)
+    mask = np.asarray(mask)
+    if prune_threshold > 0:
+        share = interest_share(state, batch["user"], interests, mask, vecs[batch["history"]], batch["mask"],
+                               config.model.prune_min_count)
+        mask = capacity.prune_interests(mask, share, prune_threshold)
+    return interests, mask
+
+
 def evaluate(model, state, dataset, split: str, config, *, prune_threshold: float | None = None) -> dict:
     """Metrics dict for `split` ("valid" / "test") under `config.eval` and `config.model`.
 
@@ -84,13 +96,7 @@ def evaluate(model, state, dataset, split: str, config, *, prune_threshold: floa
     k = n_max + (max_len if ev.exclude_history else 0)
     recommended, targets, active = [], [], []
     for batch in eval_batches(dataset, split, max_len, ev.batch_size, with_timestamps=True):
-        inputs = {key: batch[key] for key in MODEL_INPUTS + OPTIONAL_INPUTS if key in batch}
-        interests, mask = _encode_users(model, state.params, inputs)
-        mask = np.asarray(mask)
-        if prune:
-            share = interest_share(state, batch["user"], interests, mask, vecs[batch["history"]], batch["mask"],
-                                   config.model.prune_min_count)
-            mask = capacity.prune_interests(mask, share, threshold)
+        interests, mask = user_interests(model, state, batch, vecs, config, threshold if prune else 0.0)
         b, num_k, d = interests.shape
         scores, ids = rank_metrics.chunked_top_k(interests.reshape(b * num_k, d), vecs, k, chunk_size=ev.chunk_size)
         scores = np.asarray(scores).reshape(b, num_k, k)
