@@ -26,7 +26,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def active_by_planted(run, threshold: float) -> dict:
+    """Mean queried interests per planted-interest count (synthetic ground truth; {} on real logs)."""
     ds, cfg = run.dataset, run.config
+    if ds.user_topics is None:
+        return {}
     vecs = item_vectors(run.model, run.state.params, run.state.tables, ds.num_items)
     counts, planted = [], []
     for batch in eval_batches(ds, "test", cfg.model.max_len, cfg.eval.batch_size, with_timestamps=True):
@@ -53,7 +56,7 @@ def main():
         rows.append({"threshold": t, "recall@50": m["recall@50"], "active_interests": m["active_interests"],
                      "active_by_planted_count": active_by_planted(run, t)})
     ref = rows[0]["recall@50"]
-    print(f"{run.config.model.family} on synthetic, checkpoint step {run.step}")
+    print(f"{run.config.model.family} on {run.config.data.format}, checkpoint step {run.step}")
     for r in rows:
         r["recall_change"] = r["recall@50"] / ref - 1.0
         by = "  ".join(f"{k} planted: {v:.2f}" for k, v in r["active_by_planted_count"].items())
