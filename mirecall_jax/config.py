@@ -90,6 +90,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.mlp_dim = 0  # encoder MLP width (0 = 4 * embed_dim)
     c.model.readout = "queries"  # "queries": K learned query tokens; "attentive": ComiRec-SA pooling
     c.model.readout_values = "encoded"  # pool "encoded" transformer outputs or the "input" item embeddings
+    c.model.readout_projection = True  # a Dense layer on the pooled interests (off: pooled as they are)
     # Disagreement regularisation among the K interests (each weight 0 = off; raw terms always logged).
     c.model.cos_weight = 0.0  # mean |cos| between pairs of interest vectors
     c.model.orth_weight = 0.0  # ||M_n M_n^T - I||^2 on L2-normalised interests

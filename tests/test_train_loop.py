@@ -120,3 +120,13 @@ def test_training_beats_popularity_on_synthetic(tmp_path):
         targets[row, : t - h] = ds.sequence(u)[h:t]
     pop = ranking_metrics(np.tile(popular, (len(targets), 1)), targets, ns=(50,))["recall@50"]
     assert summary["test"]["recall@50"] > pop + 0.05, (summary["test"]["recall@50"], pop)
+
+
+def test_rerunning_an_early_stopped_run_trains_no_further(tmp_path):
+    # patience 1 with a constant-lr toy run: it stops at the first evaluation that does not improve.
+    c = _tiny_config(tmp_path, **{"train.max_steps": 400, "train.eval_every": 20, "train.patience": 1,
+                                  "train.learning_rate": 0.5})
+    first = train_and_evaluate(c, str(tmp_path / "w"))
+    assert first["last_step"] < 400
+    again = train_and_evaluate(c, str(tmp_path / "w"))
+    assert again["last_step"] == first["last_step"] and again["best_step"] == first["best_step"]

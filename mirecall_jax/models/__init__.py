@@ -24,7 +24,8 @@ def _single_activation(cfg, ds):
     return SingleActivation(**_common(cfg, ds), num_interests=cfg.num_interests, max_len=cfg.max_len,
                             num_layers=cfg.num_layers, num_heads=cfg.num_heads, mlp_dim=cfg.mlp_dim or None,
                             dropout=cfg.dropout, readout=cfg.readout,
-                            readout_values=cfg.readout_values, cos_weight=cfg.cos_weight,
+                            readout_values=cfg.readout_values, readout_projection=cfg.readout_projection,
+                            cos_weight=cfg.cos_weight,
                             orth_weight=cfg.orth_weight, attn_weight=cfg.attn_weight)
 
 

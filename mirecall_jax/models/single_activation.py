@@ -93,6 +93,9 @@ class SingleActivation(nn.Module):
     # inputs keeps each interest a mixture of actual watched items (as in ComiRec-SA), where
     # contextualised outputs blend neighbouring topics into every position.
     readout_values: str = "encoded"
+    # A final Dense on the pooled vectors. Without it, "input" read-outs give interests that are
+    # convex combinations of watched items' representations, in the space the loss scores.
+    readout_projection: bool = True
     cos_weight: float = 0.0  # weight of mean |cos| between interests
     orth_weight: float = 0.0  # weight of ||N N^T - I||_F^2
     attn_weight: float = 0.0  # weight of ||A A^T - I||_F^2 on the read-out attention
@@ -114,7 +117,8 @@ class SingleActivation(nn.Module):
             self.pool = QueryReadout(self.num_interests, self.num_heads)
         else:
             self.pool = AttentivePooling(self.num_interests, 4 * self.dim)
-        self.project = nn.Dense(self.dim)
+        if self.readout_projection:
+            self.project = nn.Dense(self.dim)
 
     def encode_items(self, ids, uploader=None, tags=None) -> jnp.ndarray:
         """Video-id embedding only (negatives and the ANN index never use side features)."""
@@ -129,7 +133,7 @@ class SingleActivation(nn.Module):
         h = self.final_norm(x)  # [B, L, D]
         values = h if self.readout_values == "encoded" else inputs
         pooled, attention = self.pool(h, values, mask)  # [B, K, D], [B, K, L]
-        interests = self.project(pooled)  # [B, K, D]
+        interests = self.project(pooled) if self.readout_projection else pooled  # [B, K, D]
         raw = regularizers.disagreement(interests, attention)
         weights = {"cos": self.cos_weight, "orth": self.orth_weight, "attn": self.attn_weight}
         aux = {"attention": attention, "disagreement": raw, "penalties": regularizers.penalties(raw, weights)}

@@ -126,14 +126,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state, meta = ckpt.restore(start, abstract)
         best, evals_since_best = meta.get("best_so_far", -math.inf), int(meta.get("evals_since_best", 0))
         print(f"resumed from step {start} (best valid {BEST_METRIC} so far {best:.4f})")
+    tc = config.train
+    end = tc.max_steps
+    if tc.patience and evals_since_best >= tc.patience:  # the run had already stopped early: no more steps
+        end = start
 
     p_step = partitioner.partition_step(make_train_step(model, tx, config))
     sampler = TrainSampler(dataset, config.train.batch_size, config.model.max_len, config.seed,
                            jax.process_index(), jax.process_count())
     key = jax.random.PRNGKey(config.seed)
     log = MetricsLog(workdir)
-    tc = config.train
-    bar = tqdm(range(start, tc.max_steps), initial=start, total=tc.max_steps, disable=jax.process_index() != 0,
+    bar = tqdm(range(start, end), initial=start, total=tc.max_steps, disable=jax.process_index() != 0,
                dynamic_ncols=True, mininterval=1.0)
     t_log, n_log = time.perf_counter(), 0
     for step in bar:
@@ -177,7 +180,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "wall_seconds": round(time.time() - wall0, 1),
         "data": dataset.stats,
     }
-    log.write(best_step, "test", {k: v for k, v in summary["test"].items()})
+    log.write(best_step, "test", summary["test"])
     log.close()
     ckpt.close()
     if jax.process_index() == 0:
