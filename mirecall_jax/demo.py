@@ -24,8 +24,7 @@ DEMO_RUNS = [
     ("single_vector", "configs/single_vector_synthetic.py", {"train.max_steps": 1500, "train.eval_every": 500}),
     # One encoder layer with a narrow MLP keeps the transformer's demo run to a few minutes on 2 CPU cores.
     ("single_activation", "configs/single_activation_synthetic.py",
-     {"train.max_steps": 1500, "train.eval_every": 500, "model.num_layers": 1, "model.mlp_dim": 128,
-      "model.readout": "attentive", "model.readout_values": "input"}),
+     {"train.max_steps": 1500, "train.eval_every": 500, "model.num_layers": 1, "model.mlp_dim": 128}),
     ("comirec_sa", "configs/comirec_sa_synthetic.py", {"train.max_steps": 1500, "train.eval_every": 500}),
     ("moe", "configs/moe_synthetic.py", {"train.max_steps": 600, "train.eval_every": 300}),
 ]
