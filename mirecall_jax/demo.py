@@ -1,7 +1,8 @@
 """`make demo`: the built-in synthetic dataset end to end on a laptop-sized budget.
 
 1. builds (or loads from cache) the synthetic dataset and prints its statistics and one batch's shapes;
-2. trains each demo family briefly on it, evaluates on the test split, and prints one table;
+2. trains each demo family briefly on it (PinnerSage clusters the item2vec table trained just
+   before it), evaluates on the test split, and prints one table;
 3. exports the best model (by valid recall@50) to a ScaNN artifact, loads it with the Retriever and
    prints recommendations for 3 users beside each item's planted topic.
 Workdirs go under ./workdirs/demo (rerunning resumes / reuses finished runs).
@@ -27,6 +28,9 @@ DEMO_RUNS = [
      {"train.max_steps": 1500, "train.eval_every": 500, "model.num_layers": 1, "model.mlp_dim": 128}),
     ("comirec_sa", "configs/comirec_sa_synthetic.py", {"train.max_steps": 1500, "train.eval_every": 500}),
     ("moe", "configs/moe_synthetic.py", {"train.max_steps": 600, "train.eval_every": 300}),
+    # PinnerSage clusters the item2vec table trained just before it (nothing of its own is trained).
+    ("item2vec", "configs/item2vec_synthetic.py", {"train.max_steps": 1500, "train.eval_every": 500}),
+    ("pinnersage", "configs/pinnersage_synthetic.py", {"model.pinnersage.source": "workdirs/demo/item2vec"}),
 ]
 COLUMNS = ["recall@20", "recall@50", "hitrate@50", "ndcg@50", "diversity@50", "active_interests"]
 
@@ -41,6 +45,7 @@ def main() -> None:
 
     rows = []
     for name, path, overrides in DEMO_RUNS:
+        overrides = {k: os.path.join(root, v) if k == "model.pinnersage.source" else v for k, v in overrides.items()}
         cfg = override(load_config_file(os.path.join(root, path)), overrides)
         workdir = os.path.join(root, "workdirs", "demo", name)
         print(f"\n=== {name}: {path} -> {workdir}")
