@@ -3,7 +3,7 @@
 1. builds (or loads from cache) the synthetic dataset and prints its statistics and one batch's shapes;
 2. trains each demo family briefly on it (PinnerSage clusters the item2vec table trained just
    before it), evaluates on the test split, and prints one table;
-3. exports the best model (by valid recall@50) to a ScaNN artifact, loads it with the Retriever and
+3. exports the best multi-interest model (by valid recall@50) to a ScaNN artifact, loads it with the Retriever and
    prints recommendations for 3 users beside each item's planted topic.
 Workdirs go under ./workdirs/demo (rerunning resumes / reuses finished runs).
 """
