@@ -14,6 +14,7 @@ import pytest
 from mirecall_jax.models.moe import MoETwoTower, load_balance_loss
 from mirecall_jax.train.state import TrainState
 from mirecall_jax.train.step import make_loss_fn, select_activated
+from random_batch import random_batch
 
 B, L, T, D, E = 4, 6, 2, 8, 3
 N_ITEMS, N_UP, N_TAGS = 50, 10, 12
@@ -25,18 +26,7 @@ def make_model(aggregation: str, **kw) -> MoETwoTower:
 
 
 def make_batch(seed: int = 0, lengths=(6, 3, 1, 4)) -> dict:
-    rng = np.random.default_rng(seed)
-    mask = np.arange(L)[None, :] >= L - np.asarray(lengths)[:, None]  # [B, L] right-aligned
-    return {
-        "user": np.arange(B, dtype=np.int32),
-        "history": np.where(mask, rng.integers(1, N_ITEMS, (B, L)), 0).astype(np.int32),
-        "history_uploader": np.where(mask, rng.integers(0, N_UP, (B, L)), 0).astype(np.int32),
-        "history_tags": np.where(mask[..., None], rng.integers(0, N_TAGS, (B, L, T)), 0).astype(np.int32),
-        "mask": mask,
-        "target": rng.integers(1, N_ITEMS, B).astype(np.int32),
-        "target_uploader": rng.integers(0, N_UP, B).astype(np.int32),
-        "target_tags": rng.integers(0, N_TAGS, (B, T)).astype(np.int32),
-    }
+    return random_batch(seed, lengths, L, T, N_ITEMS, N_UP, N_TAGS)
 
 
 @functools.cache

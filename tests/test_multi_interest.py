@@ -17,6 +17,7 @@ from mirecall_jax.models.comirec_sa import ComiRecSA
 from mirecall_jax.models.mind import MIND, dynamic_interest_count
 from mirecall_jax.models.single_activation import SingleActivation
 from mirecall_jax.train.step import select_activated
+from random_batch import random_batch
 
 B, L, T, D, K = 4, 6, 2, 8, 3
 N_ITEMS, N_UP, N_TAGS = 50, 10, 12
@@ -33,20 +34,7 @@ FAMILIES = {
 
 
 def make_batch(seed: int = 0, lengths=(6, 3, 1, 4)) -> dict:
-    """Right-aligned histories with the given numbers of valid items (left padding = id 0)."""
-    rng = np.random.default_rng(seed)
-    mask = np.arange(L)[None, :] >= L - np.asarray(lengths)[:, None]  # [B, L]
-    hist = np.where(mask, rng.integers(1, N_ITEMS, (B, L)), 0)
-    return {
-        "user": np.arange(B, dtype=np.int32),
-        "history": hist.astype(np.int32),
-        "history_uploader": np.where(mask, rng.integers(0, N_UP, (B, L)), 0).astype(np.int32),
-        "history_tags": np.where(mask[..., None], rng.integers(0, N_TAGS, (B, L, T)), 0).astype(np.int32),
-        "mask": mask,
-        "target": rng.integers(1, N_ITEMS, B).astype(np.int32),
-        "target_uploader": rng.integers(0, N_UP, B).astype(np.int32),
-        "target_tags": rng.integers(0, N_TAGS, (B, T)).astype(np.int32),
-    }
+    return random_batch(seed, lengths, L, T, N_ITEMS, N_UP, N_TAGS)
 
 
 @functools.cache
