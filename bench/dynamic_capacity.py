@@ -21,6 +21,7 @@ from mirecall_jax.config import load_config_file
 from mirecall_jax.data.sampler import eval_batches
 from mirecall_jax.evaluate import evaluate, item_vectors, user_interests
 from mirecall_jax.train.loop import restore_for_inference, train_and_evaluate
+from record import write_result
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,9 +63,7 @@ def main():
         by = "  ".join(f"{k} planted: {v:.2f}" for k, v in r["active_by_planted_count"].items())
         print(f"threshold {r['threshold']:.2f}: recall@50 {r['recall@50']:.4f} ({r['recall_change']:+.1%})  "
               f"active {r['active_interests']:.2f}  [{by}]")
-    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench", "results", "dynamic_capacity.json"), "w") as fh:
-        json.dump({"family": run.config.model.family, "step": run.step, "rows": rows}, fh, indent=1)
+    write_result("dynamic_capacity", {"family": run.config.model.family, "step": run.step, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mirecall_jax.metrics import chunked_top_k, merge_interests  # noqa: E402
+from record import write_result  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 MIB = 1024 * 1024
 
@@ -231,9 +232,6 @@ def main() -> None:
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores")
     print(f"same ids on the first {args.check_users} users: per-interest {same_per_interest}, merged {same_merged}")
 
-    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "eval_speed.json")
     result = {"benchmark": "eval_speed", "num_items": args.items, "dim": args.dim, "interests": args.interests,
               "k": args.k, "chunk_size": args.chunk, "users": args.users, "repeats": args.repeats,
               "chunked": c, "reference": r, "ratio_users_per_s_chunked_vs_reference": round(ratio, 3),
@@ -241,8 +239,7 @@ def main() -> None:
               "same_ids_per_interest": same_per_interest, "same_ids_merged": same_merged,
               "devices": [str(d) for d in jax.devices()], "jax": jax.__version__,
               "python": platform.python_version(), "machine": platform.machine(), "cpu_count": os.cpu_count()}
-    with open(path, "w") as fh:
-        json.dump(result, fh, indent=2)
+    path = write_result("eval_speed", result)
     print(f"wrote {path}")
     if not (same_per_interest and same_merged):
         raise SystemExit("chunked and unchunked retrieval returned different ids")

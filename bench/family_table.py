@@ -23,6 +23,7 @@ from mirecall_jax.data.pipeline import load_dataset
 from mirecall_jax.config import load_config_file, override
 from mirecall_jax.metrics import ranking_metrics
 from mirecall_jax.train.loop import train_and_evaluate
+from record import write_result
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ["recall@20", "recall@50", "hitrate@50", "ndcg@50", "diversity@50", "active_interests"]
@@ -74,9 +75,7 @@ def main():
                 summary = train_and_evaluate(config, workdir)
                 rows.append({**summary["test"], "best_step": summary["best_step"], "wall_seconds": summary["wall_seconds"]})
             results[f"{dataset}/{family}"] = rows
-            os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-            with open(os.path.join(ROOT, "bench", "results", "family_table.json"), "w") as fh:
-                json.dump(results, fh, indent=1)
+            write_result("family_table", results)
     print(f"\n| dataset | model | " + " | ".join(METRICS) + " |")
     print("|---|---|" + "---|" * len(METRICS))
     for key, rows in results.items():

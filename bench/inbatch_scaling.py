@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from record import write_result
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,9 +87,7 @@ def main():
         one, eight = rows[-2], rows[-1]
         print(f"          8-device / 1-device throughput: {eight['examples_per_s'] / one['examples_per_s']:.2f}x; "
               f"logits memory per device: {one['logits_bytes_per_device'] / eight['logits_bytes_per_device']:.0f}x smaller")
-    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench", "results", "inbatch_scaling.json"), "w") as fh:
-        json.dump(rows, fh, indent=1)
+    write_result("inbatch_scaling", rows)
 
 
 if __name__ == "__main__":

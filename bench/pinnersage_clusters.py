@@ -24,6 +24,7 @@ from mirecall_jax.data.sampler import eval_batches
 from mirecall_jax.pinnersage import cluster_users
 from mirecall_jax.pinnersage.embeddings import load_embeddings
 from mirecall_jax.train.loop import train_and_evaluate
+from record import write_result
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,9 +59,7 @@ def main():
         "mean_clusters_by_planted_count": {int(k): float(clusters[planted == k].mean()) for k in np.unique(planted)},
     }
     print(json.dumps(result, indent=1))
-    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench", "results", "pinnersage_clusters.json"), "w") as fh:
-        json.dump(result, fh, indent=1)
+    write_result("pinnersage_clusters", result)
 
 
 if __name__ == "__main__":

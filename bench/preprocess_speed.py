@@ -15,6 +15,7 @@ import time
 
 from mirecall_jax.config import base_config
 from mirecall_jax.data.pipeline import load_dataset
+from record import write_result
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,9 +48,7 @@ def main():
     print(f"MovieTweetings -> {result['users']} users, {result['items']} items, {result['rows']} rows")
     print(f"cold (read + preprocess + write cache): {result['cold_seconds_median']:.3f} s  "
           f"cached: {result['cached_seconds_median']:.4f} s  ratio {result['cold_over_cached']:.1f}x")
-    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench", "results", "preprocess_speed.json"), "w") as fh:
-        json.dump(result, fh, indent=2)
+    write_result("preprocess_speed", result)
 
 
 if __name__ == "__main__":

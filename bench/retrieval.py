@@ -48,6 +48,7 @@ import numpy as np  # noqa: E402
 
 from mirecall_jax import metrics  # noqa: E402
 from mirecall_jax.serving import index as ix  # noqa: E402
+from record import write_result  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 D, K, TOPK = 64, 4, 50
 
@@ -270,9 +271,7 @@ def main() -> None:
     if not args.skip_http:
         result["http"] = http_bench(args.requests, args.concurrency)
     result["wall_seconds"] = round(time.time() - t0, 1)
-    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench", "results", "retrieval.json"), "w") as fh:
-        json.dump(result, fh, indent=2)
+    write_result("retrieval", result)
     t = result["throughput_1m"]
     print(f"\n1M x {D}: ScaNN {t['scann']['queries_per_s']:.0f} q/s vs exact JAX "
           f"{t['exact_jax']['queries_per_s']:.0f} q/s "

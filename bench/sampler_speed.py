@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 from mirecall_jax.config import base_config  # noqa: E402
 from mirecall_jax.data.dataset import Dataset, EvalSplit  # noqa: E402
 from mirecall_jax.data.sampler import TrainSampler  # noqa: E402
+from record import write_result  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 REQUIRED = 50_000  # examples/s
 
@@ -120,15 +121,12 @@ def main() -> None:
     print(f"naive Python loop  (reference):     {slow:12,.0f} examples/s")
     print(f"ratio project/naive: {ratio:.1f}x")
 
-    os.makedirs(os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"), exist_ok=True)
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "sampler_speed.json")
     result = {"benchmark": "sampler_speed", "dataset": source, "batch_size": args.batch, "max_len": args.max_len,
               "batches_per_repeat": args.batches, "repeats": args.repeats,
               "examples_per_s": round(fast), "naive_examples_per_s": round(slow), "ratio_vs_naive": round(ratio, 2),
               "required_examples_per_s": REQUIRED, "meets_requirement": bool(fast >= REQUIRED),
               "numpy": np.__version__, "python": platform.python_version(), "machine": platform.machine()}
-    with open(path, "w") as fh:
-        json.dump(result, fh, indent=2)
+    path = write_result("sampler_speed", result)
     print(f"wrote {path}")
 
 

@@ -22,6 +22,7 @@ from mirecall_jax import metrics
 from mirecall_jax.data.sampler import eval_batches
 from mirecall_jax.evaluate import item_vectors, user_interests
 from mirecall_jax.train.loop import restore_for_inference
+from record import write_result
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,9 +61,7 @@ def main():
               "interest_pairs": pairs, "pairs_with_different_topics": pairs_differ / max(pairs, 1),
               "interests_on_a_planted_topic": on_planted / max(interests_seen, 1)}
     print(json.dumps(result, indent=1))
-    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench", "results", "topic_recovery.json"), "w") as fh:
-        json.dump(result, fh, indent=1)
+    write_result("topic_recovery", result)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from mirecall_jax.train.loop import device_tables, initial_aux  # noqa: E402
 from mirecall_jax.train.partitioner import Partitioner  # noqa: E402
 from mirecall_jax.train.state import create_state, make_optimizer  # noqa: E402
 from mirecall_jax.train.step import make_loss_fn, make_train_step  # noqa: E402
+from record import write_result  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 
 def bench_config():
@@ -222,9 +223,6 @@ def main() -> None:
         for w in r["warnings"]:
             print(f"  warning (B={r['batch_size']}): {w}")
 
-    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "train_throughput.json")
     result = {"benchmark": "train_throughput", "dataset": "synthetic via pipeline.load_dataset(base_config())",
               "num_users": int(dataset.num_users), "num_items": int(dataset.num_items - 1),
               "model": "single_vector", "embed_dim": config.model.embed_dim, "max_len": config.model.max_len,
@@ -234,8 +232,7 @@ def main() -> None:
               "steps_per_repeat": args.steps, "repeats": args.repeats, "results": rows,
               "devices": [str(d) for d in jax.devices()], "jax": jax.__version__,
               "python": platform.python_version(), "machine": platform.machine(), "cpu_count": os.cpu_count()}
-    with open(path, "w") as fh:
-        json.dump(result, fh, indent=2)
+    path = write_result("train_throughput", result)
     print(f"wrote {path}")
 
 

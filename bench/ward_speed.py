@@ -23,6 +23,7 @@ import platform
 import statistics
 import sys
 import time
+from record import write_result
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -113,8 +114,6 @@ def main() -> None:
           f"mean clusters/user {clusters.mean():.2f} (true components {k.mean():.2f}, "
           f"exact count on {np.mean(clusters == k):.1%} of users)")
 
-    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(out_dir, exist_ok=True)
     result = {
         "benchmark": "ward_speed", "users": U, "max_len": L, "dim": D, "chunk": args.chunk,
         "threshold": args.threshold, "repeats": args.repeats,
@@ -130,9 +129,7 @@ def main() -> None:
         "cores": sorted(os.sched_getaffinity(0)), "cpu_count": os.cpu_count(), "load_average_1m": os.getloadavg()[0],
         "jax": jax.__version__, "python": platform.python_version(), "machine": platform.machine(),
     }
-    with open(os.path.join(out_dir, "ward_speed.json"), "w") as fh:
-        json.dump(result, fh, indent=2)
-    print(f"wrote {os.path.join(out_dir, 'ward_speed.json')}")
+    print(f"wrote {write_result('ward_speed', result)}")
 
 
 if __name__ == "__main__":
