@@ -255,3 +255,21 @@ def test_train_step_with_penalties_and_activation_records():
     np.testing.assert_array_equal(state.aux["activation_user"].sum(-1), np.ones(B))
     assert set(k for k in metrics if k.startswith("penalty/")) == {"penalty/orth"}
     np.testing.assert_allclose(metrics["loss"], metrics["main_loss"] + metrics["penalty/orth"], rtol=1e-6)
+
+
+def test_fresh_encoder_block_is_the_identity_and_learns_away_from_it():
+    """Residual branches start at zero (EncoderBlock), yet every parameter still gets gradient after one step."""
+    from mirecall_jax.models.single_activation import EncoderBlock
+
+    block = EncoderBlock(num_heads=2, mlp_dim=16, dropout=0.0)
+    x = jax.random.normal(jax.random.key(0), (3, 5, 8))
+    mask = jnp.arange(5)[None, :] < jnp.array([[5], [2], [1]])
+    params = block.init(jax.random.key(1), x, mask, False)
+    np.testing.assert_array_equal(block.apply(params, x, mask, False), x)
+    loss = lambda p: jnp.sum(jnp.sin(block.apply(p, x, mask, False)))  # noqa: E731
+    grad = jax.grad(loss)(params)
+    params = jax.tree.map(lambda p, g: p - 0.1 * g, params, grad)
+    assert not np.allclose(block.apply(params, x, mask, False), x)
+    grad = jax.grad(loss)(params)
+    for path, g in jax.tree_util.tree_flatten_with_path(grad)[0]:
+        assert float(jnp.abs(g).sum()) > 0, jax.tree_util.keystr(path)

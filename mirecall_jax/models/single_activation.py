@@ -8,8 +8,11 @@ with learned position embeddings P (aligned on the most recent item). A pre-LN t
 then a final LN gives H [B, L, D]. Read-out to K interests:
   "queries":   K learned query tokens Q [K, D] cross-attend over H (multi-head, key padding mask);
                head outputs are merged per query, so interest k depends on query k only.
-  "attentive": ComiRec-style A = softmax_L(W2 tanh(W1 H^T)), interests = A H (comirec_sa.py).
-Both end with a shared Dense projection to D. aux["attention"] = A [B, K, L] (head-averaged for
+  "attentive": ComiRec-style A = softmax_L(W2 tanh(W1 H^T)), interests = A V (comirec_sa.py).
+The values V are H itself (readout_values="encoded") or the watched videos' id embeddings
+(readout_values="ids": the encoder and the side features decide *where* to look, each interest is a
+convex combination of watched videos in the space the loss and the index score). Optionally a
+shared Dense projection to D follows (readout_projection). aux["attention"] = A [B, K, L] (head-averaged for
 "queries"), the input of the attention-overlap regulariser.
 
 The train step activates only the interest closest to the target (step.select_activated) and
@@ -30,10 +33,17 @@ from mirecall_jax.models.base import UserOutput
 from mirecall_jax.models.layers import AttentivePooling, ItemEncoder, PositionEmbedding, embed_init, masked_softmax
 
 READOUTS = ("queries", "attentive")
+READOUT_VALUES = ("encoded", "ids")
 
 
 class EncoderBlock(nn.Module):
-    """One pre-LN transformer layer. x [B, L, D], mask [B, L] -> [B, L, D]."""
+    """One pre-LN transformer layer. x [B, L, D], mask [B, L] -> [B, L, D].
+
+    The output projections of both residual branches start at zero, so a fresh block is the
+    identity: the read-out first sees the position-tagged item representations (what ComiRec-SA
+    attends over) and context is mixed in only as far as training finds it useful. With random
+    output projections every key starts as a random mixture of the sequence's topics.
+    """
 
     num_heads: int
     mlp_dim: int
@@ -43,11 +53,11 @@ class EncoderBlock(nn.Module):
     def __call__(self, x: jnp.ndarray, mask: jnp.ndarray, train: bool) -> jnp.ndarray:
         det = not train
         y = nn.LayerNorm()(x)
-        y = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dropout_rate=self.dropout,
-                                            deterministic=det)(y, y, mask=mask[:, None, None, :])
+        y = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dropout_rate=self.dropout, deterministic=det,
+                                            out_kernel_init=nn.initializers.zeros)(y, y, mask=mask[:, None, None, :])
         x = x + nn.Dropout(self.dropout)(y, deterministic=det)
         y = nn.LayerNorm()(x)
-        y = nn.Dense(x.shape[-1])(nn.gelu(nn.Dense(self.mlp_dim)(y)))
+        y = nn.Dense(x.shape[-1], kernel_init=nn.initializers.zeros)(nn.gelu(nn.Dense(self.mlp_dim)(y)))
         return x + nn.Dropout(self.dropout)(y, deterministic=det)
 
 
@@ -88,13 +98,13 @@ class SingleActivation(nn.Module):
     use_uploader: bool = True
     use_tags: bool = True
     readout: str = "queries"  # "queries" | "attentive"
-    # What the read-out pools: "encoded" = the transformer outputs; "input" = the (side-fused) item
-    # embeddings, with attention weights still computed from the encoded sequence. Pooling the
-    # inputs keeps each interest a mixture of actual watched items (as in ComiRec-SA), where
+    # What the read-out pools: "encoded" = the transformer outputs H; "ids" = the watched videos'
+    # id embeddings, with attention weights still computed from H. Pooling ids keeps each interest
+    # a mixture of actual watched videos in the scored space (as ComiRec-SA does), where
     # contextualised outputs blend neighbouring topics into every position.
     readout_values: str = "encoded"
-    # A final Dense on the pooled vectors. Without it, "input" read-outs give interests that are
-    # convex combinations of watched items' representations, in the space the loss scores.
+    # A final Dense on the pooled vectors (off with "ids": the pooled vectors are already in the
+    # id-embedding space the loss scores).
     readout_projection: bool = True
     cos_weight: float = 0.0  # weight of mean |cos| between interests
     orth_weight: float = 0.0  # weight of ||N N^T - I||_F^2
@@ -103,8 +113,8 @@ class SingleActivation(nn.Module):
     def setup(self):
         if self.readout not in READOUTS:
             raise ValueError(f"readout: expected one of {READOUTS}, got {self.readout!r}")
-        if self.readout_values not in ("encoded", "input"):
-            raise ValueError(f"readout_values: expected 'encoded' or 'input', got {self.readout_values!r}")
+        if self.readout_values not in READOUT_VALUES:
+            raise ValueError(f"readout_values: expected one of {READOUT_VALUES}, got {self.readout_values!r}")
         self.items = ItemEncoder(self.num_items, self.num_uploaders, self.num_tags, self.dim,
                                  self.use_uploader, self.use_tags)
         self.positions = PositionEmbedding(self.max_len, self.dim)
@@ -131,7 +141,7 @@ class SingleActivation(nn.Module):
         for block in self.blocks:
             x = block(x, mask, train)
         h = self.final_norm(x)  # [B, L, D]
-        values = h if self.readout_values == "encoded" else inputs
+        values = h if self.readout_values == "encoded" else self.items.id_embedding(batch["history"])  # [B, L, D]
         pooled, attention = self.pool(h, values, mask)  # [B, K, D], [B, K, L]
         interests = self.project(pooled) if self.readout_projection else pooled  # [B, K, D]
         raw = regularizers.disagreement(interests, attention)
