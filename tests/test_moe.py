@@ -170,9 +170,9 @@ def test_gate_threshold_pruning():
     assert np.asarray(encode("max", True, batch, gate_threshold=1.1)[0].mask).all()
 
 
-@pytest.mark.parametrize("aggregation", ["max", "gated"])
-def test_gradients_reach_every_part_under_the_shared_loss(aggregation):
-    model = make_model(aggregation, gate_hidden=8, dropout=0.1, balance_weight=0.5)
+@pytest.mark.parametrize("aggregation,share", [("max", True), ("gated", True), ("max", False)])
+def test_gradients_reach_every_part_under_the_shared_loss(aggregation, share):
+    model = make_model(aggregation, gate_hidden=8, dropout=0.1, balance_weight=0.5, share_embeddings=share)
     batch = make_batch(seed=3)
     params = model.init(jax.random.key(1), batch)["params"]
     config = ml_collections.ConfigDict(dict(
@@ -190,12 +190,27 @@ def test_gradients_reach_every_part_under_the_shared_loss(aggregation):
     assert ("penalty/router" in metrics) == (aggregation == "max")
     flat = jax.tree_util.tree_flatten_with_path(grads)[0]
     names = {jax.tree_util.keystr(p) for p, _ in flat}
-    for part in ("user_item_table", "user_uploader_table", "user_tag_table", "experts", "gate_hidden_layer",
-                 "gate_out", "item_embedding", "uploader_embedding", "tag_embedding", "side_fusion", "item_hidden",
-                 "item_out"):
+    user_tables = ("user_item_table", "user_uploader_table", "user_tag_table")
+    for part in ("experts", "gate_hidden_layer", "gate_out", "item_embedding", "uploader_embedding", "tag_embedding",
+                 "side_fusion", "item_hidden", "item_out") + (() if share else user_tables):
         assert any(part in n for n in names), part
+    assert share != any(t in n for n in names for t in user_tables)  # shared: no second set of tables
     for path, g in flat:
         assert float(jnp.abs(g).sum()) > 0, jax.tree_util.keystr(path)
     # Every expert (not just the activated ones) receives gradient.
     per_expert = np.abs(np.asarray(grads["experts"]["w2"])).sum((1, 2))  # [E]
     assert (per_expert > 0).all()
+
+
+def test_normalize_gives_unit_expert_and_video_vectors():
+    batch = make_batch()
+    out, _ = encode("max", False, batch, normalize=True)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(out.interests), axis=-1), 1.0, rtol=1e-5)
+    model = make_model("max", normalize=True)
+    videos = model.apply(init(), batch["target"], batch["target_uploader"], batch["target_tags"],
+                         method=model.encode_items)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(videos), axis=-1), 1.0, rtol=1e-5)
+    # Same parameters without normalisation: the directions are the same, the norms are not 1.
+    raw, _ = encode("max", False, batch, normalize=False)
+    cos = np.sum(np.asarray(raw.interests) * np.asarray(out.interests), -1) / np.linalg.norm(np.asarray(raw.interests), axis=-1)
+    np.testing.assert_allclose(cos, 1.0, rtol=1e-5)

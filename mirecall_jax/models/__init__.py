@@ -44,7 +44,7 @@ def _moe(cfg, ds):
     return MoETwoTower(**_common(cfg, ds), num_experts=cfg.num_interests, expert_hidden=cfg.hidden_dim,
                        dropout=cfg.dropout, gate_hidden=m.gate_hidden, aggregation=m.aggregation,
                        balance_weight=m.balance_weight, router_weight=m.router_weight, item_mlp=m.item_mlp,
-                       gate_threshold=m.gate_threshold)
+                       gate_threshold=m.gate_threshold, normalize=m.normalize, share_embeddings=m.share_embeddings)
 
 
 # An explicit table (not getattr by string): a new family adds one line here.

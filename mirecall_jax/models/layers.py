@@ -44,6 +44,12 @@ class ItemEncoder(nn.Module):
     def id_embedding(self, ids: jnp.ndarray) -> jnp.ndarray:
         return self.item_table(ids)  # [..., D]
 
+    def uploader_embedding(self, ids: jnp.ndarray) -> jnp.ndarray:
+        return self.uploader_table(ids)  # [..., D]; needs use_uploader
+
+    def tag_embedding(self, ids: jnp.ndarray) -> jnp.ndarray:
+        return self.tag_table(ids)  # [..., D]; needs use_tags
+
     def __call__(self, ids: jnp.ndarray, uploader: jnp.ndarray, tags: jnp.ndarray) -> jnp.ndarray:
         """ids [...], uploader [...], tags [..., T] -> [..., D]."""
         x = self.item_table(ids)

@@ -5,15 +5,17 @@ User tower (B users, L history positions, T tags per item, E experts):
   p_u = masked_mean(U_uploader[history_uploader], mask & uploader > 0)
   p_t = masked_mean(U_tag[history_tags as a [B, L*T] bag], mask & tag > 0)
   x   = dropout([p_v, p_u, p_t])                                    [B, 3D]
-  m_e = W2_e relu(W1_e x + b1_e) + b2_e,  e = 1..E                  [B, E, D]  (experts = interests)
+  m_e = W2_e dropout(relu(W1_e x + b1_e)) + b2_e,  e = 1..E          [B, E, D]  (experts = interests)
   g   = softmax(gate(x)),  gate = Dense(E) or Dense(gate_hidden)-relu-Dense(E)   [B, E]
 Video tower:  v = MLP(ItemEncoder(id, uploader, tags))  (MLP only with item_mlp)   [..., D]
+With `normalize` (default) m_e and v are L2-normalised, so scores are cosines and loss.temperature
+sets their scale. Unnormalised towers reach low in-batch loss by growing norms, which memorises
+the small training logs: on the synthetic log normalising (temperature 0.05) took test recall@50
+from 0.4146 to 0.4515, dropout 0.2 on top to 0.4775 (bench numbers in README).
 
-User-side tables are the tower's OWN (U_item, U_uploader, U_tag), not the video tower's: the two
-towers of the source are separate networks; the history pools are *context* features whose
-geometry need not equal the retrieval geometry that in-batch negatives shape on the video side,
-and the video tower's output (fusion + MLP) is not even a table the user side could reuse. The
-cost is a second num_items x D table.
+`share_embeddings` (default): U_item, U_uploader, U_tag are the video tower's id / uploader / tag
+tables (ItemEncoder), so every example trains a row from both sides, as in YouTube-DNN; off, the
+user tower has its own tables (one more num_items x D table; 0.4775 vs 0.4817 shared on synthetic).
 
 aggregation (how the experts score a video v):
   "max":   s(u, v) = max_e <m_e, v>. This is the shared step's single activation: encode_users
@@ -60,6 +62,10 @@ def load_balance_loss(route: jnp.ndarray) -> jnp.ndarray:
     return num_experts * jnp.sum(f * route.mean(0))
 
 
+def l2_normalize(x: jnp.ndarray) -> jnp.ndarray:
+    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
+
+
 class Experts(nn.Module):
     """E independent two-layer MLPs applied to the same input: x [B, F] -> [B, E, D] (one einsum)."""
 
@@ -97,14 +103,19 @@ class MoETwoTower(nn.Module):
     router_weight: float = 0.1  # "max" only: weight of the gate's router cross-entropy (0 = off)
     item_mlp: bool = True  # video tower: Dense(expert_hidden)-relu-Dense(D) on the fused embedding
     gate_threshold: float = 0.0  # "max", inference: drop experts whose gate is below it (0 = keep all)
+    share_embeddings: bool = True  # user-side pools read the video tower's id / uploader / tag tables
+    normalize: bool = True  # L2-normalise expert and video vectors: scores are cosines (scaled by 1/temperature)
 
     def setup(self):
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"MoETwoTower.aggregation: expected one of {AGGREGATIONS}, got {self.aggregation!r}")
         init = embed_init(self.dim)
-        self.user_item_table = nn.Embed(self.num_items, self.dim, embedding_init=init)
-        self.user_uploader_table = nn.Embed(self.num_uploaders, self.dim, embedding_init=init)
-        self.user_tag_table = nn.Embed(self.num_tags, self.dim, embedding_init=init)
+        if not self.share_embeddings:
+            self.user_item_table = nn.Embed(self.num_items, self.dim, embedding_init=init)
+            self.user_uploader_table = nn.Embed(self.num_uploaders, self.dim, embedding_init=init)
+            self.user_tag_table = nn.Embed(self.num_tags, self.dim, embedding_init=init)
+        elif not (self.use_uploader and self.use_tags):
+            raise ValueError("MoETwoTower.share_embeddings needs use_uploader and use_tags (the video tower's tables)")
         self.experts = Experts(self.num_experts, self.expert_hidden, self.dim, self.dropout)
         if self.gate_hidden > 0:
             self.gate_hidden_layer = nn.Dense(self.gate_hidden)
@@ -121,18 +132,22 @@ class MoETwoTower(nn.Module):
         h = self.items(ids, uploader, tags)  # [..., D]
         if self.item_mlp:
             h = self.item_out(nn.relu(self.item_hidden(h)))
-        return h
+        return l2_normalize(h) if self.normalize else h
 
     def pooled_history(self, batch: dict) -> jnp.ndarray:
         """The three masked-mean pools, concatenated -> x [B, 3D]. Masked positions never count."""
         mask = batch["mask"]  # [B, L]
         uploader, tags = batch["history_uploader"], batch["history_tags"]  # [B, L], [B, L, T]
         b = tags.shape[0]
-        p_v = masked_mean(self.user_item_table(batch["history"]), mask)  # [B, D]
-        p_u = masked_mean(self.user_uploader_table(uploader), mask & (uploader > 0))  # [B, D]
+        if self.share_embeddings:
+            embed_v, embed_u, embed_t = self.items.id_embedding, self.items.uploader_embedding, self.items.tag_embedding
+        else:
+            embed_v, embed_u, embed_t = self.user_item_table, self.user_uploader_table, self.user_tag_table
+        p_v = masked_mean(embed_v(batch["history"]), mask)  # [B, D]
+        p_u = masked_mean(embed_u(uploader), mask & (uploader > 0))  # [B, D]
         tag_bag = tags.reshape(b, -1)  # [B, L*T]
         tag_ok = (mask[..., None] & (tags > 0)).reshape(b, -1)  # [B, L*T]
-        p_t = masked_mean(self.user_tag_table(tag_bag), tag_ok)  # [B, D]
+        p_t = masked_mean(embed_t(tag_bag), tag_ok)  # [B, D]
         return jnp.concatenate([p_v, p_u, p_t], axis=-1)
 
     def gate_logits(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -143,6 +158,8 @@ class MoETwoTower(nn.Module):
     def encode_users(self, batch: dict, train: bool = False) -> UserOutput:
         x = self.drop(self.pooled_history(batch), deterministic=not train)  # [B, 3D]
         experts = self.experts(x, train)  # [B, E, D]
+        if self.normalize:
+            experts = l2_normalize(experts)
         logits = self.gate_logits(x)  # [B, E]
         gate = nn.softmax(logits, axis=-1)  # [B, E]
         self.sow("intermediates", "expert_out", experts)
