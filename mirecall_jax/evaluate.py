@@ -48,7 +48,7 @@ def item_vectors(model, params, tables: dict, num_items: int, chunk: int = 65536
 @functools.partial(jax.jit, static_argnames=("model",))
 def _encode_users(model, params, batch):
     out = model.apply({"params": params}, batch, train=False, method=model.encode_users)
-    return out.interests, out.mask
+    return out.interests, out.mask, out.aux.get("gate")  # gate [b, E] for MoE models, else None
 
 
 def _drop_history(scores: np.ndarray, ids: np.ndarray, history: np.ndarray) -> np.ndarray:
@@ -69,15 +69,16 @@ def interest_share(state, users: np.ndarray, interests, mask, history_vecs, hist
 
 
 def user_interests(model, state, batch: dict, vecs, config, prune_threshold: float):
-    """(interests [b, K, D], mask [b, K]) for an evaluation batch, after dynamic-capacity pruning."""
+    """(interests [b, K, D], mask [b, K], gate [b, E] or None) for an evaluation batch, after
+    dynamic-capacity pruning."""
     inputs = {key: batch[key] for key in MODEL_INPUTS + OPTIONAL_INPUTS if key in batch}
-    interests, mask = _encode_users(model, state.params, inputs)
+    interests, mask, gate = _encode_users(model, state.params, inputs)
     mask = np.asarray(mask)
     if prune_threshold > 0:
         share = interest_share(state, batch["user"], interests, mask, vecs[batch["history"]], batch["mask"],
                                config.model.prune_min_count)
         mask = capacity.prune_interests(mask, share, prune_threshold)
-    return interests, mask
+    return interests, mask, gate
 
 
 def evaluate(model, state, dataset, split: str, config, *, prune_threshold: float | None = None) -> dict:
@@ -86,7 +87,8 @@ def evaluate(model, state, dataset, split: str, config, *, prune_threshold: floa
     Dynamic capacity: with `prune_threshold` > 0 (default: config.model.prune_threshold) and
     activation records in `state.aux`, interests whose activation share for the user is below the
     threshold are not queried; the mean number of interests queried is reported as
-    `active_interests`.
+    `active_interests`. Mixture-of-Experts models also report `gate_mass/e`: expert e's mean gate
+    weight over the split's users.
     """
     max_len, ev = config.model.max_len, config.eval
     threshold = config.model.prune_threshold if prune_threshold is None else prune_threshold
@@ -94,9 +96,9 @@ def evaluate(model, state, dataset, split: str, config, *, prune_threshold: floa
     n_max = max(NS)
     vecs = item_vectors(model, state.params, state.tables, dataset.num_items, ev.chunk_size)
     k = n_max + (max_len if ev.exclude_history else 0)
-    recommended, targets, active = [], [], []
+    recommended, targets, active, gates = [], [], [], []
     for batch in eval_batches(dataset, split, max_len, ev.batch_size, with_timestamps=True):
-        interests, mask = user_interests(model, state, batch, vecs, config, threshold if prune else 0.0)
+        interests, mask, gate = user_interests(model, state, batch, vecs, config, threshold if prune else 0.0)
         b, num_k, d = interests.shape
         scores, ids = rank_metrics.chunked_top_k(interests.reshape(b * num_k, d), vecs, k, chunk_size=ev.chunk_size)
         scores = np.asarray(scores).reshape(b, num_k, k)
@@ -108,6 +110,8 @@ def evaluate(model, state, dataset, split: str, config, *, prune_threshold: floa
         recommended.append(np.asarray(top)[valid])
         targets.append(np.where(batch["targets_mask"], batch["targets"], 0)[valid])
         active.append(mask.sum(-1)[valid])
+        if gate is not None:
+            gates.append(np.asarray(gate)[valid])
     if not recommended:
         raise ValueError(f"split {split!r} has no evaluation users")
     targets = np.concatenate(targets)  # every batch pads targets to the split's longest list
@@ -118,6 +122,9 @@ def evaluate(model, state, dataset, split: str, config, *, prune_threshold: floa
         if dataset.num_categories > 0:
             out[f"diversity@{n}"] = rank_metrics.diversity(recommended, dataset.item_category, n)
     out["active_interests"] = float(np.concatenate(active).mean())
+    if gates:
+        for e, mass in enumerate(np.concatenate(gates).mean(0)):
+            out[f"gate_mass/{e}"] = float(mass)
     out["users"] = int(len(recommended))
     return out
 

@@ -68,7 +68,7 @@ def families(tmp_path_factory):
         d.mkdir()
         (d / "encoder.bin").write_bytes(export_encoder(enc, cfg.model.max_len, ds.max_tags).serialize())
         np.savez(d / "constants.npz", **{f"c{j:04d}": c for j, c in enumerate(enc.constants)})
-        interests, mask = _encode_users(model, params, {k: batch[k] for k in MODEL_INPUTS})
+        interests, mask, _ = _encode_users(model, params, {k: batch[k] for k in MODEL_INPUTS})
         expected[name] = (np.asarray(interests), np.asarray(mask))
         pairs.append((d, inputs))
     got = _worker(tmp / "out.npz", pairs, subprocess_env(base))
@@ -149,7 +149,7 @@ def test_checkpoint_and_fresh_process_encoder_agree_with_pruning(trained, tmp_pa
     inputs = tmp_path / "inputs.npz"
     np.savez(inputs, **{k: batch[k] for k in ENCODER_INPUTS})
     got = _worker(tmp_path / "out.npz", [(artifact / "encoder", inputs)], subprocess_env(tmp_path))
-    interests, mask = _encode_users(run.model, run.state.params, {k: batch[k] for k in MODEL_INPUTS})
+    interests, mask, _ = _encode_users(run.model, run.state.params, {k: batch[k] for k in MODEL_INPUTS})
     mask = np.asarray(mask)
     vecs = item_vectors(run.model, run.state.params, run.state.tables, ds.num_items)
     share = interest_share(run.state, batch["user"], interests, mask, vecs[batch["history"]], batch["mask"],

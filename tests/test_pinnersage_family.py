@@ -115,9 +115,9 @@ def test_sampled_selection_is_per_user_deterministic_and_evaluate_path_jits():
     model = PinnerSage(num_items=8, dim=4, num_interests=2, ward_threshold=0.5, selection="sample",
                        time_unit_seconds=DAY, seed=3)
     params = {"item_embedding": jnp.asarray(_two_group_table())}
-    a, ma = _encode_users(model, params, batch)  # the jitted call evaluate makes
+    a, ma, _ = _encode_users(model, params, batch)  # the jitted call evaluate makes
     swapped = {k: v[::-1] for k, v in batch.items()}  # same users, other rows: same draws
-    b, mb = _encode_users(model, params, swapped)
+    b, mb, _ = _encode_users(model, params, swapped)
     assert np.array_equal(np.asarray(a), np.asarray(b)[::-1]) and np.array_equal(np.asarray(ma), np.asarray(mb)[::-1])
     table = _two_group_table()
     assert {tuple(v) for v in np.asarray(a)[0]} == {tuple(table[2]), tuple(table[5])}

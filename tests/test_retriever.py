@@ -39,7 +39,7 @@ def test_recommendations_equal_the_evaluation_pipeline(setup):
     ds, cfg = run.dataset, run.config
     batch = next(eval_batches(ds, "test", cfg.model.max_len, 64))
     users = batch["valid"]
-    interests, mask = _encode_users(run.model, run.state.params, {k: batch[k] for k in MODEL_INPUTS})
+    interests, mask, _ = _encode_users(run.model, run.state.params, {k: batch[k] for k in MODEL_INPUTS})
     vecs = item_vectors(run.model, run.state.params, run.state.tables, ds.num_items)
     share = interest_share(run.state, batch["user"], interests, np.asarray(mask), vecs[batch["history"]],
                            batch["mask"], cfg.model.prune_min_count)

@@ -130,3 +130,17 @@ def test_rerunning_an_early_stopped_run_trains_no_further(tmp_path):
     assert first["last_step"] < 400
     again = train_and_evaluate(c, str(tmp_path / "w"))
     assert again["last_step"] == first["last_step"] and again["best_step"] == first["best_step"]
+
+
+def test_moe_evaluation_reports_each_experts_gate_mass(tmp_path):
+    """evaluate() averages the MoE gate over the split's users: E shares that sum to 1."""
+    from mirecall_jax.config import use_family
+
+    c = _tiny_config(tmp_path, **{"train.max_steps": 20, "train.eval_every": 20})
+    use_family(c, "moe")
+    c.train.batch_size = 64
+    summary = train_and_evaluate(c, str(tmp_path / "w"))
+    mass = [summary["test"][f"gate_mass/{e}"] for e in range(c.model.num_interests)]
+    assert all(m > 0 for m in mass) and abs(sum(mass) - 1.0) < 1e-5, mass
+    single = _tiny_config(tmp_path, **{"train.max_steps": 20, "train.eval_every": 20})
+    assert "gate_mass/0" not in train_and_evaluate(single, str(tmp_path / "sv"))["test"]
