@@ -8,7 +8,9 @@ clusters the item2vec table trained on the same dataset with the same seed.
   .venv/bin/python bench/family_table.py --datasets movietweetings grocery \
       --families single_vector comirec_sa mind single_activation moe --seeds 0 1 2
 
-Writes bench/results/family_table.json and prints a Markdown table.
+Writes bench/results/family_table.json and prints a Markdown table. Rows of an existing file are
+kept unless this run recomputes them (same dataset and family), so a family whose defaults changed
+can be rerun alone: `--families single_activation`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from mirecall_jax.data.pipeline import load_dataset
 from mirecall_jax.config import load_config_file, override
 from mirecall_jax.metrics import ranking_metrics
 from mirecall_jax.train.loop import train_and_evaluate
-from record import write_result
+from record import RESULTS, write_result
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ["recall@20", "recall@50", "hitrate@50", "ndcg@50", "diversity@50", "active_interests"]
@@ -55,7 +57,11 @@ def main():
         except json.JSONDecodeError:
             overrides[key] = raw  # plain strings
 
+    path = os.path.join(RESULTS, "family_table.json")
     results = {}
+    if os.path.exists(path):
+        with open(path) as fh:
+            results = json.load(fh)
     for dataset in args.datasets:
         for family in ["popularity"] + args.families:
             rows = []
@@ -78,7 +84,8 @@ def main():
             write_result("family_table", results)
     print(f"\n| dataset | model | " + " | ".join(METRICS) + " |")
     print("|---|---|" + "---|" * len(METRICS))
-    for key, rows in results.items():
+    datasets = list(dict.fromkeys(key.split("/")[0] for key in results))  # first-seen order
+    for key, rows in sorted(results.items(), key=lambda kv: datasets.index(kv[0].split("/")[0])):
         dataset, family = key.split("/")
         cells = []
         for m in METRICS:
