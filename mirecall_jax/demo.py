@@ -23,11 +23,11 @@ from mirecall_jax.train.loop import train_and_evaluate
 # (row name, config file, overrides for a short demo run)
 DEMO_RUNS = [
     ("single_vector", "configs/single_vector_synthetic.py", {"train.max_steps": 1500, "train.eval_every": 500}),
-    # One encoder layer with a narrow MLP keeps the transformer's demo run to a few minutes on 2 CPU cores.
+    # A narrow encoder MLP keeps the transformer's demo run to a few minutes on 2 CPU cores.
     ("single_activation", "configs/single_activation_synthetic.py",
-     {"train.max_steps": 1500, "train.eval_every": 500, "model.num_layers": 1, "model.mlp_dim": 128}),
+     {"train.max_steps": 1500, "train.eval_every": 500, "model.mlp_dim": 128}),
     ("comirec_sa", "configs/comirec_sa_synthetic.py", {"train.max_steps": 1500, "train.eval_every": 500}),
-    ("moe", "configs/moe_synthetic.py", {"train.max_steps": 600, "train.eval_every": 300}),
+    ("moe", "configs/moe_synthetic.py", {"train.max_steps": 1000, "train.eval_every": 500}),
     # PinnerSage clusters the item2vec table trained just before it (nothing of its own is trained).
     ("item2vec", "configs/item2vec_synthetic.py", {"train.max_steps": 1500, "train.eval_every": 500}),
     ("pinnersage", "configs/pinnersage_synthetic.py", {"model.pinnersage.source": "workdirs/demo/item2vec"}),
