@@ -208,7 +208,11 @@ def use_family(c: ml_collections.ConfigDict, family: str) -> ml_collections.Conf
         c.loss.focal_gamma = 1.0  # up-weights examples whose positive is hard; 0 = plain softmax
         c.loss.temperature = 0.05  # cosine logits (model.moe.normalize) span [-20, 20]
         c.model.dropout = 0.2  # on the pooled history and inside the experts: the towers overfit without it
-        c.train.batch_size = max(c.train.batch_size, 512)  # in-batch: the batch is the negative pool
+        preset_batch = c.train.batch_size
+        c.train.batch_size = max(preset_batch, 512)  # in-batch: the batch is the negative pool
+        # Evaluate after as many training examples as the dataset preset intends, not as many
+        # steps: on MovieTweetings the MoE peaks within ~100 steps of 512 (about one epoch).
+        c.train.eval_every = max(1, c.train.eval_every * preset_batch // c.train.batch_size)
     elif family == "item2vec":
         c.model.num_interests = 1  # one query vector (the window's pair-weighted input vectors)
         c.loss.negative_sampling = "popularity"  # count ** 0.75: word2vec's noise distribution
