@@ -214,3 +214,15 @@ def test_normalize_gives_unit_expert_and_video_vectors():
     raw, _ = encode("max", False, batch, normalize=False)
     cos = np.sum(np.asarray(raw.interests) * np.asarray(out.interests), -1) / np.linalg.norm(np.asarray(raw.interests), axis=-1)
     np.testing.assert_allclose(cos, 1.0, rtol=1e-5)
+
+
+def test_shared_tables_fall_back_to_own_tables_for_side_features_the_video_tower_does_not_fuse():
+    batch = make_batch()
+    for use_uploader, use_tags in [(True, True), (False, True), (False, False)]:
+        model = make_model("max", use_uploader=use_uploader, use_tags=use_tags)
+        params = model.init(jax.random.key(0), batch)["params"]
+        assert "user_item_table" not in params
+        assert ("user_uploader_table" in params) != use_uploader
+        assert ("user_tag_table" in params) != use_tags
+        out = model.apply({"params": params}, batch, method=model.encode_users)
+        assert np.isfinite(np.asarray(out.interests)).all()

@@ -14,8 +14,9 @@ the small training logs: on the synthetic log normalising (temperature 0.05) too
 from 0.4146 to 0.4515, dropout 0.2 on top to 0.4775 (bench numbers in README).
 
 `share_embeddings` (default): U_item, U_uploader, U_tag are the video tower's id / uploader / tag
-tables (ItemEncoder), so every example trains a row from both sides, as in YouTube-DNN; off, the
-user tower has its own tables (one more num_items x D table; 0.4775 vs 0.4817 shared on synthetic).
+tables (ItemEncoder), so every example trains a row from both sides, as in YouTube-DNN (a side
+table the video tower does not fuse stays the user tower's own); off, the user tower has its own
+tables (one more num_items x D table; 0.4775 vs 0.4817 shared on synthetic).
 
 aggregation (how the experts score a video v):
   "max":   s(u, v) = max_e <m_e, v>. This is the shared step's single activation: encode_users
@@ -103,19 +104,20 @@ class MoETwoTower(nn.Module):
     router_weight: float = 0.1  # "max" only: weight of the gate's router cross-entropy (0 = off)
     item_mlp: bool = True  # video tower: Dense(expert_hidden)-relu-Dense(D) on the fused embedding
     gate_threshold: float = 0.0  # "max", inference: drop experts whose gate is below it (0 = keep all)
-    share_embeddings: bool = True  # user-side pools read the video tower's id / uploader / tag tables
+    share_embeddings: bool = True  # user-side pools read the video tower's id (and fused side) tables
     normalize: bool = True  # L2-normalise expert and video vectors: scores are cosines (scaled by 1/temperature)
 
     def setup(self):
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"MoETwoTower.aggregation: expected one of {AGGREGATIONS}, got {self.aggregation!r}")
         init = embed_init(self.dim)
+        # A table the video tower does not have (its side feature off) is the user tower's own.
         if not self.share_embeddings:
             self.user_item_table = nn.Embed(self.num_items, self.dim, embedding_init=init)
+        if not (self.share_embeddings and self.use_uploader):
             self.user_uploader_table = nn.Embed(self.num_uploaders, self.dim, embedding_init=init)
+        if not (self.share_embeddings and self.use_tags):
             self.user_tag_table = nn.Embed(self.num_tags, self.dim, embedding_init=init)
-        elif not (self.use_uploader and self.use_tags):
-            raise ValueError("MoETwoTower.share_embeddings needs use_uploader and use_tags (the video tower's tables)")
         self.experts = Experts(self.num_experts, self.expert_hidden, self.dim, self.dropout)
         if self.gate_hidden > 0:
             self.gate_hidden_layer = nn.Dense(self.gate_hidden)
@@ -139,10 +141,10 @@ class MoETwoTower(nn.Module):
         mask = batch["mask"]  # [B, L]
         uploader, tags = batch["history_uploader"], batch["history_tags"]  # [B, L], [B, L, T]
         b = tags.shape[0]
-        if self.share_embeddings:
-            embed_v, embed_u, embed_t = self.items.id_embedding, self.items.uploader_embedding, self.items.tag_embedding
-        else:
-            embed_v, embed_u, embed_t = self.user_item_table, self.user_uploader_table, self.user_tag_table
+        share = self.share_embeddings
+        embed_v = self.items.id_embedding if share else self.user_item_table
+        embed_u = self.items.uploader_embedding if share and self.use_uploader else self.user_uploader_table
+        embed_t = self.items.tag_embedding if share and self.use_tags else self.user_tag_table
         p_v = masked_mean(embed_v(batch["history"]), mask)  # [B, D]
         p_u = masked_mean(embed_u(uploader), mask & (uploader > 0))  # [B, D]
         tag_bag = tags.reshape(b, -1)  # [B, L*T]
