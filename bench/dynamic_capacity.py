@@ -26,12 +26,13 @@ from record import write_result
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def active_by_planted(run, threshold: float) -> dict:
-    """Mean queried interests per planted-interest count (synthetic ground truth; {} on real logs)."""
+def active_by_planted(run, vecs, threshold: float) -> dict:
+    """Mean queried interests per planted-interest count (synthetic ground truth; {} on real logs).
+
+    vecs [M, D]: the item tower's outputs (computed once for every threshold)."""
     ds, cfg = run.dataset, run.config
     if ds.user_topics is None:
         return {}
-    vecs = item_vectors(run.model, run.state.params, run.state.tables, ds.num_items)
     counts, planted = [], []
     for batch in eval_batches(ds, "test", cfg.model.max_len, cfg.eval.batch_size, with_timestamps=True):
         _, mask, _ = user_interests(run.model, run.state, batch, vecs, cfg, threshold)
@@ -51,11 +52,12 @@ def main():
     if not os.path.exists(os.path.join(args.workdir, "summary.json")):
         train_and_evaluate(load_config_file(args.config), args.workdir)
     run = restore_for_inference(args.workdir, "best")
+    vecs = item_vectors(run.model, run.state.params, run.state.tables, run.dataset.num_items)
     rows = []
     for t in [0.0] + args.thresholds:
         m = evaluate(run.model, run.state, run.dataset, "test", run.config, prune_threshold=t)
         rows.append({"threshold": t, "recall@50": m["recall@50"], "active_interests": m["active_interests"],
-                     "active_by_planted_count": active_by_planted(run, t)})
+                     "active_by_planted_count": active_by_planted(run, vecs, t)})
     ref = rows[0]["recall@50"]
     print(f"{run.config.model.family} on {run.config.data.format}, checkpoint step {run.step}")
     for r in rows:

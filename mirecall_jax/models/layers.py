@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
@@ -10,6 +11,11 @@ def masked_mean(x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
     """Mean of x [..., N, D] over N where mask [..., N] is True; 0 where nothing is valid."""
     m = mask.astype(x.dtype)[..., None]
     return (x * m).sum(-2) / jnp.maximum(m.sum(-2), 1.0)
+
+
+def l2_normalize(x: jnp.ndarray, eps: float) -> jnp.ndarray:
+    """x / max(||x||, eps) over the last axis; rsqrt of the clamped square keeps the gradient finite at 0."""
+    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))
 
 
 def embed_init(dim: int):

@@ -50,9 +50,10 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from mirecall_jax.models.base import UserOutput
-from mirecall_jax.models.layers import ItemEncoder, embed_init, masked_mean
+from mirecall_jax.models.layers import ItemEncoder, embed_init, l2_normalize, masked_mean
 
 AGGREGATIONS = ("max", "gated")
+_EPS = 1e-6  # smallest norm l2_normalize divides by
 
 
 def load_balance_loss(route: jnp.ndarray) -> jnp.ndarray:
@@ -61,10 +62,6 @@ def load_balance_loss(route: jnp.ndarray) -> jnp.ndarray:
     top = jax.nn.one_hot(jnp.argmax(route, axis=-1), num_experts, dtype=route.dtype)  # [B, E]
     f = jax.lax.stop_gradient(top.mean(0))  # [E] share of examples routed to e
     return num_experts * jnp.sum(f * route.mean(0))
-
-
-def l2_normalize(x: jnp.ndarray) -> jnp.ndarray:
-    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
 
 
 class Experts(nn.Module):
@@ -134,7 +131,7 @@ class MoETwoTower(nn.Module):
         h = self.items(ids, uploader, tags)  # [..., D]
         if self.item_mlp:
             h = self.item_out(nn.relu(self.item_hidden(h)))
-        return l2_normalize(h) if self.normalize else h
+        return l2_normalize(h, _EPS) if self.normalize else h
 
     def pooled_history(self, batch: dict) -> jnp.ndarray:
         """The three masked-mean pools, concatenated -> x [B, 3D]. Masked positions never count."""
@@ -161,7 +158,7 @@ class MoETwoTower(nn.Module):
         x = self.drop(self.pooled_history(batch), deterministic=not train)  # [B, 3D]
         experts = self.experts(x, train)  # [B, E, D]
         if self.normalize:
-            experts = l2_normalize(experts)
+            experts = l2_normalize(experts, _EPS)
         logits = self.gate_logits(x)  # [B, E]
         gate = nn.softmax(logits, axis=-1)  # [B, E]
         self.sow("intermediates", "expert_out", experts)

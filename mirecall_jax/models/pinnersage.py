@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from mirecall_jax.models.base import UserOutput
+from mirecall_jax.models.layers import l2_normalize
 from mirecall_jax.pinnersage import cluster_users, select_interests
 
 SELECTIONS = ("top", "sample")
@@ -99,7 +100,7 @@ class PinnerSage(nn.Module):
         raw = self.encode_items(batch["history"])  # [B, L, D]
         emb = raw
         if self.cluster_on_unit:  # cosine geometry for Ward and the medoids
-            emb = raw / jnp.maximum(jnp.linalg.norm(raw, axis=-1, keepdims=True), 1e-12)
+            emb = l2_normalize(raw, 1e-12)
         L = mask.shape[1]
         cap = self.max_clusters or None
         M = min(self.max_clusters or L, L)

@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from mirecall_jax.models.layers import l2_normalize
+
 _EPS = 1e-8
-
-
-def _unit(x: jnp.ndarray) -> jnp.ndarray:
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), _EPS)
 
 
 def _pair_mask(mask: jnp.ndarray | None, shape: tuple[int, int]) -> jnp.ndarray:
@@ -41,7 +39,7 @@ def _pair_mask(mask: jnp.ndarray | None, shape: tuple[int, int]) -> jnp.ndarray:
 
 def cosine_penalty(interests: jnp.ndarray, mask: jnp.ndarray | None = None) -> jnp.ndarray:
     """Mean |cos| over pairs i < j of valid interests. interests [B, K, D], mask [B, K] -> []."""
-    n = _unit(interests)  # [B, K, D]
+    n = l2_normalize(interests, _EPS)  # [B, K, D]
     cos = jnp.abs(jnp.einsum("bid,bjd->bij", n, n))  # [B, K, K]
     k = interests.shape[1]
     upper = jnp.triu(jnp.ones((k, k), jnp.float32), 1)  # i < j
@@ -51,7 +49,7 @@ def cosine_penalty(interests: jnp.ndarray, mask: jnp.ndarray | None = None) -> j
 
 def orthogonality_penalty(interests: jnp.ndarray, mask: jnp.ndarray | None = None) -> jnp.ndarray:
     """Mean over the batch of ||N N^T - I||_F^2 on unit-norm valid interests. [B, K, D] -> []."""
-    n = _unit(interests)  # [B, K, D]
+    n = l2_normalize(interests, _EPS)  # [B, K, D]
     gram = jnp.einsum("bid,bjd->bij", n, n)  # [B, K, K]
     eye = jnp.eye(interests.shape[1], dtype=gram.dtype)
     diff = (gram - eye) * _pair_mask(mask, interests.shape[:2])
