@@ -35,7 +35,7 @@ def active_by_planted(run, vecs, threshold: float) -> dict:
         return {}
     counts, planted = [], []
     for batch in eval_batches(ds, "test", cfg.model.max_len, cfg.eval.batch_size, with_timestamps=True):
-        _, mask, _ = user_interests(run.model, run.state, batch, vecs, cfg, threshold)
+        _, mask, _, _ = user_interests(run.model, run.state, batch, vecs, cfg, threshold)
         keep = batch["valid"]
         counts.append(mask.sum(-1)[keep])
         planted.append((ds.user_topics[batch["user"][keep]] >= 0).sum(-1))

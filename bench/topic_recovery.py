@@ -42,7 +42,7 @@ def main():
     vecs = item_vectors(run.model, run.state.params, run.state.tables, ds.num_items)
     pairs_differ, pairs, on_planted, interests_seen = 0, 0, 0, 0
     for batch in eval_batches(ds, "test", cfg.model.max_len, cfg.eval.batch_size, with_timestamps=True):
-        interests, mask, _ = user_interests(run.model, run.state, batch, vecs, cfg, threshold)
+        interests, mask, _, _ = user_interests(run.model, run.state, batch, vecs, cfg, threshold)
         b, k, d = interests.shape
         _, ids = metrics.chunked_top_k(interests.reshape(b * k, d), vecs, args.top)
         topics = ds.item_topic[np.asarray(ids).reshape(b, k, args.top)]  # [b, K, top]

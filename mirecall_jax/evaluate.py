@@ -1,8 +1,9 @@
 """ComiRec-protocol evaluation, shared by every family, and its CLI.
 
 For each evaluation user: the model's valid interest vectors, exact top-N over the whole catalogue
-per interest (chunked over items, so memory stays bounded), merged by score with duplicates
-removed, cut to N; then Recall / HitRate / NDCG @ {20, 50}, catalogue coverage and, where items
+per interest (chunked over items, so memory stays bounded), merged into one list of N by
+`config.eval.merge` ("mixture" by default: each interest's list as a softmax, weighted by the user's
+activation share; "score": ComiRec's maximum raw score; serving/merge.py has both); then Recall / HitRate / NDCG @ {20, 50}, catalogue coverage and, where items
 have categories, diversity. History items are not excluded unless `exclude_history` is set
 (the ComiRec protocol keeps them).
 
@@ -24,6 +25,7 @@ import numpy as np
 from mirecall_jax import metrics as rank_metrics
 from mirecall_jax.models import capacity
 from mirecall_jax.data.sampler import eval_batches
+from mirecall_jax.serving import merge as merge_lib
 from mirecall_jax.train.step import item_side
 
 NS = (20, 50)
@@ -58,27 +60,30 @@ def _drop_history(scores: np.ndarray, ids: np.ndarray, history: np.ndarray) -> n
 
 
 def interest_share(state, users: np.ndarray, interests, mask, history_vecs, history_mask, min_count: int):
-    """Activation share [b, K] per user: own records, else history share, else global (capacity.py)."""
+    """Activation share [b, K] per user: own records, else history share, else global (capacity.py).
+    A model without activation records (nothing trained, e.g. PinnerSage) gets the history share."""
+    fallback = capacity.history_share(np.asarray(interests), mask, np.asarray(history_vecs), history_mask)
+    if "activation_global" not in state.aux:
+        return fallback
     glob = np.asarray(state.aux["activation_global"])
     per_user = state.aux.get("activation_user")
     if per_user is None:  # no per-user table: every user falls back to its history
         per_user, users = np.zeros((1, glob.shape[0]), np.float32), np.zeros_like(users)
     own = np.asarray(per_user)[users]  # [b, K]; gathered on host so the table stays where it is
-    fallback = capacity.history_share(np.asarray(interests), mask, np.asarray(history_vecs), history_mask)
     return capacity.activation_share(own, glob, np.arange(len(users)), min_count, fallback=fallback)
 
 
 def user_interests(model, state, batch: dict, vecs, config, prune_threshold: float):
-    """(interests [b, K, D], mask [b, K], gate [b, E] or None) for an evaluation batch, after
-    dynamic-capacity pruning."""
+    """(interests [b, K, D], mask [b, K], gate [b, E] or None, share [b, K]) for an evaluation batch,
+    the mask after dynamic-capacity pruning (prune_threshold > 0 needs activation records)."""
     inputs = {key: batch[key] for key in MODEL_INPUTS + OPTIONAL_INPUTS if key in batch}
     interests, mask, gate = _encode_users(model, state.params, inputs)
     mask = np.asarray(mask)
+    share = interest_share(state, batch["user"], interests, mask, vecs[batch["history"]], batch["mask"],
+                           config.model.prune_min_count)
     if prune_threshold > 0:
-        share = interest_share(state, batch["user"], interests, mask, vecs[batch["history"]], batch["mask"],
-                               config.model.prune_min_count)
         mask = capacity.prune_interests(mask, share, prune_threshold)
-    return interests, mask, gate
+    return interests, mask, gate, share
 
 
 def evaluate(model, state, dataset, split: str, config, *, prune_threshold: float | None = None) -> dict:
@@ -98,14 +103,15 @@ def evaluate(model, state, dataset, split: str, config, *, prune_threshold: floa
     k = n_max + (max_len if ev.exclude_history else 0)
     recommended, targets, active, gates = [], [], [], []
     for batch in eval_batches(dataset, split, max_len, ev.batch_size, with_timestamps=True):
-        interests, mask, gate = user_interests(model, state, batch, vecs, config, threshold if prune else 0.0)
+        interests, mask, gate, share = user_interests(model, state, batch, vecs, config, threshold if prune else 0.0)
         b, num_k, d = interests.shape
         scores, ids = rank_metrics.chunked_top_k(interests.reshape(b * num_k, d), vecs, k, chunk_size=ev.chunk_size)
         scores = np.asarray(scores).reshape(b, num_k, k)
         ids = np.asarray(ids).reshape(b, num_k, k)
         if ev.exclude_history:
             scores = _drop_history(scores, ids, batch["history"])
-        top, _ = rank_metrics.merge_interests(scores, ids, mask, n_max)
+        top, _, _ = merge_lib.merge(ev.merge, scores, ids, mask, n_max, share=share,
+                                    mixture_uniform=ev.mixture_uniform, temperature=config.loss.temperature)
         valid = batch["valid"]
         recommended.append(np.asarray(top)[valid])
         targets.append(np.where(batch["targets_mask"], batch["targets"], 0)[valid])

@@ -8,6 +8,15 @@ user has fewer than n distinct candidates; `interest` is the slot k whose list s
   score        ComiRec: each item once with its maximum score over the interests, by score
                (ties: lower id first); `interest` = the slot with that maximum. Same result as
                `metrics.merge_interests` (the evaluation's merge), plus the slot.
+  mixture      each interest as a softmax over its own list plus a prior over interests: the item's
+               score is log sum_k pi_k p_k(i), p_k(i) = exp(s_ki / t) / sum_j exp(s_kj / t) over interest k's
+               list (the item's term is 0 where k did not retrieve it), pi_k = (1 - uniform) * share_k
+               + uniform / K_valid with share_k the user's activation share (models/capacity.py) and
+               t the training loss's temperature (scores become the logits the loss saw).
+               Raw scores of different interests are not on one scale: an interest trained with a
+               softmax only fixes scores up to a per-interest constant (its log-partition), so the
+               score merge lets the interest with the largest scores take most of the list whatever
+               the user's mix of interests. `interest` = the slot contributing the most.
   round_robin  a per-interest quota: interests take turns (strongest first, by their best
                candidate's score), each adding its best candidate not yet taken, until n items.
   diversity    ComiRec's controllable aggregation: greedily add the candidate i maximising
@@ -20,12 +29,12 @@ from __future__ import annotations
 
 import numpy as np
 
-MERGES = ("score", "round_robin", "diversity")
+MERGES = ("score", "mixture", "round_robin", "diversity")
 
 
-def merge_score(scores, ids, interest_valid, n: int):
-    """The ComiRec score merge of `metrics.merge_interests` (same ids, scores and tie order), also
-    returning which interest supplied each item."""
+def _group_by_id(scores, ids, interest_valid):
+    """Flattened candidates [U, K*k] sorted by id, best score first within an id (then lower slot):
+    (ids, scores, slots, dup) with dup True on every copy after an id's first. -inf = no candidate."""
     scores = np.asarray(scores, np.float32)
     ids = np.asarray(ids, np.int64)
     num_users, num_k, k = ids.shape
@@ -33,13 +42,16 @@ def merge_score(scores, ids, interest_valid, n: int):
     keep = (np.asarray(interest_valid, bool)[:, :, None] & (ids > 0)).reshape(num_users, -1)
     flat_s = np.where(keep, scores.reshape(num_users, -1), -np.inf)
     slot = np.broadcast_to(np.repeat(np.arange(num_k), k)[None, :], flat_ids.shape)  # [U, K*k]
-    # Group equal ids, best score first (then lower slot), and mark later copies as duplicates.
     order = np.argsort(-flat_s, axis=-1, kind="stable")
     order = np.take_along_axis(order, np.argsort(np.take_along_axis(flat_ids, order, -1), -1, kind="stable"), -1)
     sid, ss, sk = (np.take_along_axis(a, order, -1) for a in (flat_ids, flat_s, slot))
-    dup = np.zeros_like(keep)
+    dup = np.zeros(sid.shape, bool)
     dup[:, 1:] = sid[:, 1:] == sid[:, :-1]
-    ss = np.where(dup, -np.inf, ss)
+    return sid, ss, sk, dup
+
+
+def _top_n(sid, ss, sk, n: int):
+    """Rows of id-sorted candidates with final scores (-inf = drop) -> the n best, padded."""
     order = np.argsort(-ss, axis=-1, kind="stable")[:, :n]  # score descending, lower id first on ties
     out_ids, out_s, out_k = (np.take_along_axis(a, order, -1) for a in (sid, ss, sk))
     empty = np.isneginf(out_s)
@@ -49,6 +61,42 @@ def merge_score(scores, ids, interest_valid, n: int):
         out_ids, out_k = np.pad(out_ids, ((0, 0), (0, w))), np.pad(out_k, ((0, 0), (0, w)), constant_values=-1)
         out_s = np.pad(out_s, ((0, 0), (0, w)), constant_values=-np.inf)
     return out_ids.astype(np.int32), out_s.astype(np.float32), out_k.astype(np.int32)
+
+
+def merge_score(scores, ids, interest_valid, n: int):
+    """The ComiRec score merge of `metrics.merge_interests` (same ids, scores and tie order), also
+    returning which interest supplied each item."""
+    sid, ss, sk, dup = _group_by_id(scores, ids, interest_valid)
+    return _top_n(sid, np.where(dup, -np.inf, ss), sk, n)
+
+
+def merge_mixture(scores, ids, interest_valid, n: int, share, uniform: float = 0.1, temperature: float = 1.0):
+    """The mixture merge (module docstring); share [U, K] >= 0, rows summing to 1 over valid slots."""
+    if not temperature > 0:
+        raise ValueError(f"mixture merge: temperature must be > 0, got {temperature}")
+    scores = np.asarray(scores, np.float64) / temperature
+    valid = np.asarray(interest_valid, bool)
+    if not 0.0 <= uniform <= 1.0:
+        raise ValueError(f"mixture merge: uniform must be in [0, 1], got {uniform}")
+    live = valid[:, :, None] & (np.asarray(ids) > 0) & np.isfinite(scores)  # [U, K, k]
+    s = np.where(live, scores, -np.inf)
+    top = np.max(s, axis=-1, keepdims=True)  # [U, K, 1] stable log-sum-exp
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        log_z = top[..., 0] + np.log(np.exp(s - top).sum(-1))  # [U, K]; -inf for an empty list
+        num_valid = np.maximum(valid.sum(-1, keepdims=True), 1)  # [U, 1]
+        prior = (1.0 - uniform) * np.where(valid, np.asarray(share, np.float64), 0.0) + uniform * valid / num_valid
+        log_prior = np.log(prior)  # [U, K]
+    terms = np.where(live, s - np.where(np.isfinite(log_z), log_z, 0.0)[..., None] + log_prior[..., None], -np.inf)
+    sid, ss, sk, dup = _group_by_id(terms, ids, valid)  # best term first within an id
+    # log sum over the copies of an id: segments start where dup is False (row starts included).
+    flat = ss.astype(np.float64).ravel()
+    starts = np.flatnonzero(~dup.ravel())
+    with np.errstate(invalid="ignore"):
+        combined = np.logaddexp.reduceat(flat, starts)
+    total = np.full(flat.shape, -np.inf)
+    total[starts] = combined
+    return _top_n(sid, total.reshape(ss.shape), sk, n)
 
 
 def _empty(num_users: int, n: int):
@@ -111,9 +159,14 @@ def merge_diversity(scores, ids, interest_valid, n: int, item_category: np.ndarr
     return out_ids, out_s, out_k
 
 
-def merge(name: str, scores, ids, interest_valid, n: int, *, item_category=None, diversity_lambda: float = 0.0):
+def merge(name: str, scores, ids, interest_valid, n: int, *, item_category=None, diversity_lambda: float = 0.0,
+          share=None, mixture_uniform: float = 0.1, temperature: float = 1.0):
     if name == "score":
         return merge_score(scores, ids, interest_valid, n)
+    if name == "mixture":
+        if share is None:
+            raise ValueError("merge='mixture' needs the users' interest shares")
+        return merge_mixture(scores, ids, interest_valid, n, share, mixture_uniform, temperature)
     if name == "round_robin":
         return merge_round_robin(scores, ids, interest_valid, n)
     if name == "diversity":

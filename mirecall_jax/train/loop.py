@@ -192,8 +192,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def load_config(workdir: str) -> ml_collections.ConfigDict:
     """The workdir's resolved config, laid over today's defaults.
 
-    Fields added to base_config after the run was trained take their defaults (which reproduce
-    the old behaviour), so older workdirs still evaluate and export.
+    Fields added to base_config after the run was trained take today's defaults, so older workdirs
+    still evaluate and export (model fields added later default to the old behaviour; evaluation
+    fields such as eval.merge are today's protocol).
     """
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
