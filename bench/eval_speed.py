@@ -2,7 +2,7 @@
 
 Setup: a 1M-item catalogue of random float32 vectors (D = 64; id 0 is padding and never returned),
 random users with K = 4 interest vectors each. Per batch of users: exact top-50 per interest over
-the whole catalogue, then `metrics.merge_interests` to one top-50 list per user (what
+the whole catalogue, then `serving.merge.merge_score` to one top-50 list per user (what
 `evaluate.evaluate` does per batch).
   chunked     `metrics.chunked_top_k` (lax.scan over 65,536-item chunks, running top-k), batches
               of `--batch` users (Q = batch * K queries per call).
@@ -43,7 +43,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mirecall_jax.metrics import chunked_top_k, merge_interests  # noqa: E402
+from mirecall_jax.metrics import chunked_top_k  # noqa: E402
+from mirecall_jax.serving.merge import merge_score  # noqa: E402
 from record import write_result  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 MIB = 1024 * 1024
@@ -144,7 +145,7 @@ def run_variant(args) -> dict:
         scores, ids = top(q)
         scores = np.asarray(scores).reshape(batch, K, k)
         ids = np.asarray(ids).reshape(batch, K, k)
-        merged, _ = merge_interests(scores, ids, valid[lo:lo + batch], k)
+        merged, _, _ = merge_score(scores, ids, valid[lo:lo + batch], k)
         return ids, merged
 
     def one_pass(keep: int = 0):
@@ -220,7 +221,7 @@ def main() -> None:
     c, r = res["chunked"], res["reference"]
     ratio = c["users_per_s"] / r["users_per_s"]
     print(f"catalogue {args.items:,} items x D={args.dim} f32 ({args.items * args.dim * 4 / MIB:.0f} MiB), "
-          f"{args.users:,} users x K={args.interests}, top-{args.k} per interest + merge_interests; "
+          f"{args.users:,} users x K={args.interests}, top-{args.k} per interest + merge_score; "
           f"median of {args.repeats} passes; devices: {jax.devices()}")
     for v in (c, r):
         label = (f"chunked_top_k (chunk {args.chunk})" if v["variant"] == "chunked" else "unchunked matmul + top_k")

@@ -79,10 +79,12 @@ def user_interests(model, state, batch: dict, vecs, config, prune_threshold: flo
     inputs = {key: batch[key] for key in MODEL_INPUTS + OPTIONAL_INPUTS if key in batch}
     interests, mask, gate = _encode_users(model, state.params, inputs)
     mask = np.asarray(mask)
-    share = interest_share(state, batch["user"], interests, mask, vecs[batch["history"]], batch["mask"],
-                           config.model.prune_min_count)
+    hist_vecs, min_count = vecs[batch["history"]], config.model.prune_min_count
+    share = interest_share(state, batch["user"], interests, mask, hist_vecs, batch["mask"], min_count)
     if prune_threshold > 0:
         mask = capacity.prune_interests(mask, share, prune_threshold)
+        # The shares among the interests actually queried (what serving computes from its encoder's mask).
+        share = interest_share(state, batch["user"], interests, mask, hist_vecs, batch["mask"], min_count)
     return interests, mask, gate, share
 
 

@@ -75,49 +75,6 @@ def chunked_top_k(
     return _chunked_top_k(queries, items, valid, k=k, chunk_size=chunk)
 
 
-def merge_interests(
-    scores: np.ndarray,  # [U, K, k] per-interest top-k scores
-    ids: np.ndarray,  # [U, K, k] per-interest top-k ids
-    interest_valid: np.ndarray,  # [U, K] bool; False = interest slot unused for this user
-    n: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """ComiRec merge of per-interest top-k lists -> (ids [U, n] int32, scores [U, n] float32).
-
-    Pools the K*k candidates of the valid interests, keeps each id once with its maximum score,
-    sorts by score descending (ties: lower id first) and cuts to n; rows with fewer than n unique
-    candidates are padded with id 0 / score -inf. Id 0 in the input is padding and is dropped.
-    Vectorised: row-wise sorts by (id, -score) to find duplicates, then by (-score, id).
-    """
-    scores = np.asarray(scores, dtype=np.float32)
-    ids = np.asarray(ids, dtype=np.int64)
-    num_users = ids.shape[0]
-    flat_ids = ids.reshape(num_users, -1)  # [U, L]
-    keep = (np.asarray(interest_valid, dtype=bool)[:, :, None] & (ids > 0)).reshape(num_users, -1)
-    flat_s = np.where(keep, scores.reshape(num_users, -1), -np.inf)  # [U, L]
-
-    # Group equal ids together, best score first (sort by score, then stable sort by id); later
-    # copies of an id are duplicates. Three row-wise argsorts beat np.lexsort(axis=-1) ~2x here.
-    order = np.argsort(-flat_s, axis=-1)
-    order = np.take_along_axis(order, np.argsort(
-        np.take_along_axis(flat_ids, order, axis=-1), axis=-1, kind="stable"), axis=-1)
-    sid = np.take_along_axis(flat_ids, order, axis=-1)  # [U, L] ids ascending
-    ss = np.take_along_axis(flat_s, order, axis=-1)
-    dup = np.zeros_like(keep)
-    dup[:, 1:] = sid[:, 1:] == sid[:, :-1]
-    ss = np.where(dup, -np.inf, ss)
-
-    # Score descending; the stable sort keeps ascending ids among equal scores.
-    order = np.argsort(-ss, axis=-1, kind="stable")[:, :n]
-    out_ids = np.take_along_axis(sid, order, axis=-1)
-    out_s = np.take_along_axis(ss, order, axis=-1)
-    out_ids = np.where(np.isneginf(out_s), 0, out_ids)
-    if out_ids.shape[1] < n:  # fewer than n candidates in total
-        width = n - out_ids.shape[1]
-        out_ids = np.pad(out_ids, ((0, 0), (0, width)))
-        out_s = np.pad(out_s, ((0, 0), (0, width)), constant_values=-np.inf)
-    return out_ids.astype(np.int32), out_s.astype(np.float32)
-
-
 def _row_keys(x: np.ndarray, base: int) -> np.ndarray:
     """Unique int64 key per (row, value): lets one flat np.isin / np.unique act row-wise."""
     return np.arange(x.shape[0], dtype=np.int64)[:, None] * base + x.astype(np.int64)

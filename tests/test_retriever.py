@@ -11,8 +11,7 @@ from serving_support import exported_artifact, trained_workdir
 
 from mirecall_jax import metrics
 from mirecall_jax.data.sampler import eval_batches
-from mirecall_jax.evaluate import MODEL_INPUTS, _encode_users, interest_share, item_vectors
-from mirecall_jax.models import capacity
+from mirecall_jax.evaluate import item_vectors, user_interests
 from mirecall_jax.serving import ArtifactError, Retriever
 from mirecall_jax.serving import artifact as art
 from mirecall_jax.serving import merge as merge_lib
@@ -33,34 +32,41 @@ def _external(ds, idx):
     return [str(ds.item_ids[i]) for i in idx]
 
 
-def test_recommendations_equal_the_evaluation_pipeline(setup):
-    """Exact (brute-force) index, score merge, history kept: the evaluation's exact top-50 per user."""
+@pytest.mark.parametrize("merge", ["score", "mixture"])
+def test_recommendations_equal_the_evaluation_pipeline(setup, merge):
+    """Exact (brute-force) index, history kept: the evaluation's exact top-50 per user, for the
+    ComiRec score merge and the mixture merge (its shares: the history share in both, since test
+    users have no activation records)."""
     run, _, retriever = setup
     ds, cfg = run.dataset, run.config
     batch = next(eval_batches(ds, "test", cfg.model.max_len, 64))
     users = batch["valid"]
-    interests, mask, _ = _encode_users(run.model, run.state.params, {k: batch[k] for k in MODEL_INPUTS})
     vecs = item_vectors(run.model, run.state.params, run.state.tables, ds.num_items)
-    share = interest_share(run.state, batch["user"], interests, np.asarray(mask), vecs[batch["history"]],
-                           batch["mask"], cfg.model.prune_min_count)
-    mask = capacity.prune_interests(np.asarray(mask), share, cfg.model.prune_threshold)
+    assert cfg.model.prune_threshold > 0  # the pruned mask and the shares among the kept interests
+    interests, mask, _, share = user_interests(run.model, run.state, batch, vecs, cfg, cfg.model.prune_threshold)
     b, k, d = interests.shape
     s, i = metrics.chunked_top_k(interests.reshape(b * k, d), vecs, 50)
-    want, _ = metrics.merge_interests(np.asarray(s).reshape(b, k, 50), np.asarray(i).reshape(b, k, 50), mask, 50)
-    want = np.asarray(want)[users]
+    want, want_s, _ = merge_lib.merge(merge, np.asarray(s).reshape(b, k, 50), np.asarray(i).reshape(b, k, 50), mask,
+                                      50, share=share, mixture_uniform=cfg.eval.mixture_uniform,
+                                      temperature=cfg.loss.temperature)
+    want, want_s = np.asarray(want)[users], np.asarray(want_s)[users]
 
     split = ds.test
     histories = [_external(ds, ds.sequence(u)[:h]) for u, h in zip(split.users, split.history_end)][: users.sum()]
-    recs = retriever.recommend(histories, n=50, exclude_seen=False, merge="score")
+    recs = retriever.recommend(histories, n=50, exclude_seen=False, merge=merge)
     got = np.array([r.item_indices for r in recs])
     same = (got == want).all(1).mean()
     overlap = np.mean([len(set(g) & set(w)) / 50 for g, w in zip(got, want)])
     assert same >= 0.9 and overlap >= 0.99, (same, overlap)
+    np.testing.assert_allclose([r.scores[0] for r in recs], want_s[:, 0], rtol=1e-4, atol=1e-4)
     assert [r.num_interests for r in recs] == list(mask.sum(1)[users])
     for r in recs:
         assert not r.fallback and r.scores == sorted(r.scores, reverse=True)
         assert set(r.interests) <= set(range(4))
         assert r.items == _external(ds, r.item_indices)
+    if merge == "mixture":  # the artifact's default: the rule its model was evaluated with
+        assert cfg.eval.merge == retriever.default_merge == "mixture"
+        assert [r.items for r in retriever.recommend(histories, n=50, exclude_seen=False)] == [r.items for r in recs]
 
 
 def test_seen_unknown_long_and_empty_histories(setup):
@@ -95,7 +101,7 @@ def test_batching_does_not_change_answers(setup):
     histories = [_external(ds, ds.sequence(int(u))[:h]) for u, h in zip(ds.test.users[:5], ds.test.history_end[:5])]
     histories.insert(2, [])
     histories.append(histories[0] * 4)  # a long history: more seen items, a deeper search for the batch
-    for merge, lam in (("score", 0.0), ("round_robin", 0.0), ("diversity", 0.7)):
+    for merge, lam in (("score", 0.0), ("mixture", 0.0), ("round_robin", 0.0), ("diversity", 0.7)):
         together = retriever.recommend(histories, n=20, merge=merge, diversity_lambda=lam)
         alone = [retriever.recommend([h], n=20, merge=merge, diversity_lambda=lam)[0] for h in histories]
         assert [r.items for r in together] == [r.items for r in alone], merge
@@ -131,16 +137,33 @@ def test_merge_functions_by_hand():
     scores = rng.standard_normal((6, 3, 8)).astype(np.float32)
     ids = rng.integers(0, 12, size=(6, 3, 8))
     valid = rng.random((6, 3)) < 0.7
-    want_i, want_s = metrics.merge_interests(scores, ids, valid, 10)
     got_i, got_s, got_k = merge_lib.merge_score(scores, ids, valid, 10)
-    np.testing.assert_array_equal(got_i, want_i)
-    np.testing.assert_array_equal(got_s, want_s)
     for u in range(6):
         for i, s, k in zip(got_i[u], got_s[u], got_k[u]):
             if i:
                 assert valid[u, k] and s == scores[u, k][ids[u, k] == i].max()
             else:
                 assert k == -1
+
+    # Mixture: interest 0 lists items 5, 6, 7 (scores 3, 1, 0), interest 1 items 6, 8 (10, 9) and
+    # padding; shares 0.75 / 0.25, uniform 0.2, temperature 2: pi = 0.8 * share + 0.2 / 2.
+    s = np.array([[[3.0, 1.0, 0.0], [10.0, 9.0, -np.inf]]])
+    i = np.array([[[5, 6, 7], [6, 8, 0]]])
+    pi = 0.8 * np.array([0.75, 0.25]) + 0.1
+    p0 = np.exp(np.array([3.0, 1.0, 0.0]) / 2) / np.exp(np.array([3.0, 1.0, 0.0]) / 2).sum()
+    p1 = np.exp(np.array([10.0, 9.0]) / 2) / np.exp(np.array([10.0, 9.0]) / 2).sum()
+    want = {5: pi[0] * p0[0], 6: pi[0] * p0[1] + pi[1] * p1[0], 7: pi[0] * p0[2], 8: pi[1] * p1[1]}
+    order = sorted(want, key=lambda x: -want[x])
+    got_i, got_s, got_k = merge_lib.merge_mixture(s, i, np.ones((1, 2), bool), 5, np.array([[0.75, 0.25]]),
+                                                  uniform=0.2, temperature=2.0)
+    assert got_i.tolist() == [order + [0]]
+    np.testing.assert_allclose(got_s[0, :4], np.log([want[x] for x in order]), rtol=1e-6)
+    assert got_k[0, order.index(6)] == 1 and got_k[0, 4] == -1  # item 6: interest 1 contributes the most
+    # An invalid interest neither lists items nor takes prior mass; one interest = the score order.
+    got_i, _, _ = merge_lib.merge_mixture(s, i, np.array([[True, False]]), 5, np.array([[0.75, 0.25]]))
+    assert got_i.tolist() == [[5, 6, 7, 0, 0]]
+    with pytest.raises(ValueError, match="shares"):
+        merge_lib.merge("mixture", s, i, np.ones((1, 2), bool), 5)
 
     # interest 0: items 1,2,3 (0.9, 0.8, 0.7); interest 1: items 4,2,5 (0.6, 0.5, 0.1)
     s = np.array([[[0.9, 0.8, 0.7], [0.6, 0.5, 0.1]]], np.float32)

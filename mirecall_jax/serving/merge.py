@@ -1,4 +1,4 @@
-"""Merging K per-interest candidate lists into one top-n list per user.
+"""Merging K per-interest candidate lists into one top-n list per user (evaluation and serving).
 
 Input for U users: scores [U, K, k] (-inf = no candidate: invalid interest, excluded or missing
 slot), ids [U, K, k] item indices (0 = padding), interest_valid [U, K] bool. Every merge returns
@@ -6,12 +6,12 @@ slot), ids [U, K, k] item indices (0 = padding), interest_valid [U, K] bool. Eve
 user has fewer than n distinct candidates; `interest` is the slot k whose list supplied the item.
 
   score        ComiRec: each item once with its maximum score over the interests, by score
-               (ties: lower id first); `interest` = the slot with that maximum. Same result as
-               `metrics.merge_interests` (the evaluation's merge), plus the slot.
+               (ties: lower id first); `interest` = the slot with that maximum.
   mixture      each interest as a softmax over its own list plus a prior over interests: the item's
                score is log sum_k pi_k p_k(i), p_k(i) = exp(s_ki / t) / sum_j exp(s_kj / t) over interest k's
                list (the item's term is 0 where k did not retrieve it), pi_k = (1 - uniform) * share_k
-               + uniform / K_valid with share_k the user's activation share (models/capacity.py) and
+               + uniform / K_valid with share_k the user's activation share (models/capacity.py; renormalised
+               over the valid slots, uniform when it is 0 on all of them) and
                t the training loss's temperature (scores become the logits the loss saw).
                Raw scores of different interests are not on one scale: an interest trained with a
                softmax only fixes scores up to a per-interest constant (its log-partition), so the
@@ -64,14 +64,13 @@ def _top_n(sid, ss, sk, n: int):
 
 
 def merge_score(scores, ids, interest_valid, n: int):
-    """The ComiRec score merge of `metrics.merge_interests` (same ids, scores and tie order), also
-    returning which interest supplied each item."""
+    """The ComiRec score merge (ties: lower id first), with the interest that supplied each item."""
     sid, ss, sk, dup = _group_by_id(scores, ids, interest_valid)
     return _top_n(sid, np.where(dup, -np.inf, ss), sk, n)
 
 
 def merge_mixture(scores, ids, interest_valid, n: int, share, uniform: float = 0.1, temperature: float = 1.0):
-    """The mixture merge (module docstring); share [U, K] >= 0, rows summing to 1 over valid slots."""
+    """The mixture merge (module docstring); share [U, K] >= 0 (only valid slots count)."""
     if not temperature > 0:
         raise ValueError(f"mixture merge: temperature must be > 0, got {temperature}")
     scores = np.asarray(scores, np.float64) / temperature
@@ -85,7 +84,10 @@ def merge_mixture(scores, ids, interest_valid, n: int, share, uniform: float = 0
     with np.errstate(divide="ignore"):
         log_z = top[..., 0] + np.log(np.exp(s - top).sum(-1))  # [U, K]; -inf for an empty list
         num_valid = np.maximum(valid.sum(-1, keepdims=True), 1)  # [U, 1]
-        prior = (1.0 - uniform) * np.where(valid, np.asarray(share, np.float64), 0.0) + uniform * valid / num_valid
+        share = np.where(valid, np.asarray(share, np.float64), 0.0)  # [U, K], renormalised over valid slots
+        total = share.sum(-1, keepdims=True)
+        share = np.where(total > 0, share / np.where(total > 0, total, 1.0), valid / num_valid)
+        prior = (1.0 - uniform) * share + uniform * valid / num_valid
         log_prior = np.log(prior)  # [U, K]
     terms = np.where(live, s - np.where(np.isfinite(log_z), log_z, 0.0)[..., None] + log_prior[..., None], -np.inf)
     sid, ss, sk, dup = _group_by_id(terms, ids, valid)  # best term first within an id

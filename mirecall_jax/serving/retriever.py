@@ -1,7 +1,7 @@
 """Multi-interest retrieval from a serving artifact: histories -> K interests -> ANN -> merge -> top n.
 
     r = Retriever.load("artifact/")
-    recs = r.recommend([["v12", "v7", "v3"], []], n=20, merge="score")
+    recs = r.recommend([["v12", "v7", "v3"], []], n=20)  # merge: the artifact's eval.merge unless given
     recs[0].items, recs[0].scores, recs[0].interests, recs[1].fallback
 
 Per call: external ids are mapped to item indices (unknown ids are counted and ignored), the last
@@ -9,7 +9,10 @@ Per call: external ids are mapped to item indices (unknown ids are counted and i
 it (`data/sampler.gather_windows`: most recent item at position L-1, left padding 0, uploader /
 tags from the side tables), one call of the exported encoder encodes all users (batch padded to a
 power of two so only a few shapes are ever compiled), one batched ScaNN call retrieves the top k
-items of every valid interest of every user, and the per-interest lists are merged (merge.py).
+items of every valid interest of every user, and the per-interest lists are merged (merge.py; by
+default the rule the model was evaluated with, `eval.merge` of its training config; the "mixture"
+merge weighs interests by their share of the encoded history window, as the evaluation does for
+users without activation records).
 Each interest's list is k = n deep, n + the number of distinct seen items with exclude_seen (every
 known item of the request's history, not only the last L, is then removed before merging, so n
 unseen items remain); requests served together are searched at the largest k and cut back to their
@@ -28,6 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mirecall_jax.models import capacity
 from mirecall_jax.serving import artifact as art
 from mirecall_jax.serving import merge as merge_lib
 from mirecall_jax.serving.encoder import ENCODER_INPUTS, encoder_inputs, load_encoder
@@ -41,7 +45,7 @@ class Request:
     history: Sequence  # external item ids, oldest first
     n: int = 50
     exclude_seen: bool = True
-    merge: str = "score"
+    merge: str | None = None  # None: the artifact's default (Retriever.default_merge)
     diversity_lambda: float = 0.0
 
 
@@ -49,7 +53,7 @@ class Request:
 class Recommendation:
     items: list  # external ids, best first
     item_indices: list  # item indices into the artifact's vocabulary
-    scores: list  # inner products (popularity counts when fallback)
+    scores: list  # inner products; "mixture": log mixture probabilities (popularity counts when fallback)
     interests: list  # the interest slot that retrieved each item (-1 when fallback)
     fallback: bool  # True: no known history item, popular items returned
     history_length: int  # ids received
@@ -79,6 +83,11 @@ class Retriever:
         self.max_len = int(manifest["max_len"])
         self.num_interests = int(manifest["num_interests"])
         self.num_items = int(manifest["num_items"])
+        config = manifest.get("config") or {}
+        evaluation = config.get("eval", {})
+        self.default_merge = evaluation.get("merge", "score")  # artifacts exported before eval.merge: "score"
+        self.mixture_uniform = float(evaluation.get("mixture_uniform", 0.1))
+        self.temperature = float(config.get("loss", {}).get("temperature", 1.0))
         count = np.asarray(side["item_count"], np.int64).copy()
         count[0] = -1
         self.popular = np.argsort(-count, kind="stable")[: self.num_items]  # item indices, most popular first
@@ -166,7 +175,7 @@ class Retriever:
 
     # ---- recommending ----
     def recommend(self, histories: Sequence[Sequence], n: int = 50, *, exclude_seen: bool = True,
-                  merge: str = "score", diversity_lambda: float = 0.0) -> list[Recommendation]:
+                  merge: str | None = None, diversity_lambda: float = 0.0) -> list[Recommendation]:
         reqs = [Request(h, n, exclude_seen, merge, diversity_lambda) for h in histories]
         return self.recommend_requests(reqs)
 
@@ -175,7 +184,7 @@ class Retriever:
             raise TypeError("history must be a sequence of item ids, not a string")
         if isinstance(r.n, bool) or not isinstance(r.n, (int, np.integer)) or r.n < 1:
             raise ValueError(f"n must be a positive integer, got {r.n!r}")
-        if r.merge not in merge_lib.MERGES:
+        if r.merge is not None and r.merge not in merge_lib.MERGES:
             raise ValueError(f"merge must be one of {merge_lib.MERGES}, got {r.merge!r}")
         lam = float(r.diversity_lambda)
         if not math.isfinite(lam) or lam < 0:
@@ -185,6 +194,7 @@ class Retriever:
         """Serve many requests (each with its own n / merge / lambda) with one encoder and one ScaNN call."""
         for r in requests:
             self._check(r)
+        merges = [r.merge or self.default_merge for r in requests]
         known, unknown = zip(*(self._to_indices(r.history) for r in requests)) if requests else ((), ())
         ns = [min(int(r.n), self.num_items) for r in requests]
         seen = [np.unique(k) if r.exclude_seen else np.zeros(0, np.int64) for k, r in zip(known, requests)]
@@ -192,7 +202,14 @@ class Retriever:
         results: list[Recommendation | None] = [None] * len(requests)
 
         if live:
-            interests, valid = self._encode_rows([known[i][-self.max_len:] for i in live])
+            windows = [known[i][-self.max_len:] for i in live]
+            interests, valid = self._encode_rows(windows)
+            share = None
+            if any(merges[i] == "mixture" for i in live):  # each interest's share of the encoded window
+                hist = np.zeros((len(live), self.max_len), np.int64)
+                for row, w in enumerate(windows):
+                    hist[row, : len(w)] = w
+                share = capacity.history_share(interests, valid, np.asarray(self.embeddings[hist]), hist > 0)
             k = min(max(ns[i] + seen[i].size for i in live), self.num_items)
             scores, ids = self.index.search(interests[valid], k)  # one ANN call for every valid interest
             all_s = np.full(valid.shape + (k,), -np.inf, np.float32)
@@ -206,11 +223,13 @@ class Retriever:
             groups: dict[tuple, list[int]] = {}
             for row, i in enumerate(live):
                 r = requests[i]
-                key = (r.merge, ns[i], float(r.diversity_lambda) if r.merge == "diversity" else 0.0)
+                key = (merges[i], ns[i], float(r.diversity_lambda) if merges[i] == "diversity" else 0.0)
                 groups.setdefault(key, []).append(row)
             for (name, n, lam), rows in groups.items():
-                out_i, out_s, out_k = merge_lib.merge(name, all_s[rows], all_i[rows], valid[rows], n,
-                                                      item_category=self.side["item_category"], diversity_lambda=lam)
+                out_i, out_s, out_k = merge_lib.merge(
+                    name, all_s[rows], all_i[rows], valid[rows], n, item_category=self.side["item_category"],
+                    diversity_lambda=lam, share=None if share is None else share[rows],
+                    mixture_uniform=self.mixture_uniform, temperature=self.temperature)
                 for j, row in enumerate(rows):
                     i = live[row]
                     keep = out_i[j] > 0

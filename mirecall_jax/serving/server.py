@@ -2,8 +2,9 @@
 
     python -m mirecall_jax.serving.server --artifact DIR [--host 127.0.0.1] [--port 8000]
 
-  POST /recommend  {"history": [external ids, oldest first], "n": 50, "merge": "score" | "round_robin" |
-                   "diversity", "diversity_lambda": 0.0, "exclude_seen": true}
+  POST /recommend  {"history": [external ids, oldest first], "n": 50, "merge": "mixture" | "score" |
+                   "round_robin" | "diversity" (default: the model's eval.merge), "diversity_lambda": 0.0,
+                   "exclude_seen": true}
                    -> {"items", "scores", "interests" (slot per item, -1 on fallback), "fallback",
                        "history_length", "unknown_items", "history_used", "truncated", "num_interests",
                        "warnings"}
@@ -29,7 +30,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import sys
-from typing import Literal, Union
+from typing import Literal, Optional, Union
 
 from fastapi import FastAPI, HTTPException, Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
@@ -49,7 +50,7 @@ class RecommendBody(BaseModel):
     history: list[Union[StrictStr, StrictInt]] = Field(max_length=MAX_HISTORY,
                                                        description="external item ids, oldest first")
     n: StrictInt = 50
-    merge: Literal["score", "round_robin", "diversity"] = "score"
+    merge: Optional[Literal["score", "mixture", "round_robin", "diversity"]] = None  # None: the artifact's eval.merge
     diversity_lambda: float = Field(0.0, ge=0, allow_inf_nan=False, strict=True)
     exclude_seen: StrictBool = True
 

@@ -11,7 +11,7 @@ import numpy as np
 from mirecall_jax.serving.retriever import Retriever
 
 
-def recommendation_report(retriever: Retriever, dataset, users, n: int = 10, merge: str = "score") -> list[str]:
+def recommendation_report(retriever: Retriever, dataset, users, n: int = 10, merge: str | None = None) -> list[str]:
     """Lines describing `users`' (test-split positions) histories and recommendations with planted topics."""
     split = dataset.test
     topic = dataset.item_topic
