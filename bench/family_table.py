@@ -10,7 +10,7 @@ clusters the item2vec table trained on the same dataset with the same seed.
 
 Writes bench/results/family_table.json and prints a Markdown table. Rows of an existing file are
 kept unless this run recomputes them (same dataset and family), so a family whose defaults changed
-can be rerun alone: `--families single_activation`.
+can be rerun alone: `--families single_activation` (also while another family's run is going).
 """
 
 from __future__ import annotations
@@ -58,10 +58,13 @@ def main():
             overrides[key] = raw  # plain strings
 
     path = os.path.join(RESULTS, "family_table.json")
-    results = {}
-    if os.path.exists(path):
+
+    def stored() -> dict:  # re-read before every write: concurrent runs (other families) keep their rows
+        if not os.path.exists(path):
+            return {}
         with open(path) as fh:
-            results = json.load(fh)
+            return json.load(fh)
+
     for dataset in args.datasets:
         for family in ["popularity"] + args.families:
             rows = []
@@ -80,8 +83,9 @@ def main():
                     config.model.pinnersage.source = source
                 summary = train_and_evaluate(config, workdir)
                 rows.append({**summary["test"], "best_step": summary["best_step"], "wall_seconds": summary["wall_seconds"]})
-            results[f"{dataset}/{family}"] = rows
+            results = {**stored(), f"{dataset}/{family}": rows}
             write_result("family_table", results)
+    results = stored()
     print(f"\n| dataset | model | " + " | ".join(METRICS) + " |")
     print("|---|---|" + "---|" * len(METRICS))
     datasets = list(dict.fromkeys(key.split("/")[0] for key in results))  # first-seen order
