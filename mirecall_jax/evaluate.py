@@ -3,8 +3,8 @@
 For each evaluation user: the model's valid interest vectors, exact top-N over the whole catalogue
 per interest (chunked over items, so memory stays bounded), merged into one list of N by
 `config.eval.merge` ("mixture" by default: each interest's list as a softmax, weighted by the user's
-activation share; "score": ComiRec's maximum raw score; serving/merge.py has both); then Recall / HitRate / NDCG @ {20, 50}, catalogue coverage and, where items
-have categories, diversity. History items are not excluded unless `exclude_history` is set
+activation share; "score": ComiRec's maximum raw score; serving/merge.py has both); then Recall /
+HitRate / NDCG @ {20, 50}, catalogue coverage and, where items have categories, diversity. History items are not excluded unless `exclude_history` is set
 (the ComiRec protocol keeps them).
 
 CLI: python -m mirecall_jax.evaluate --workdir DIR [--split valid|test] [--checkpoint best|latest|STEP]
