@@ -151,9 +151,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.batch_size = 512  # users per evaluation batch
     c.eval.exclude_history = False  # drop history items from recommendations (ComiRec keeps them)
     # How the K per-interest top-N lists become one (serving/merge.py): "mixture" = log sum_k pi_k p_k(i),
-    # each interest's list a softmax, pi = the user's activation share; "score" = ComiRec's max raw score.
-    # Same ranking for one interest. Synthetic, seed 0, test recall@50: transformer 0.5080 -> 0.5214,
-    # MoE 0.4817 -> 0.4987 (bench/merge_rules.py).
+    # p_k interest k's softmax over the catalogue, pi = the user's activation share; "score" = ComiRec's
+    # max raw score. Same ranking for one interest. Measured in bench/merge_rules.py (README).
     c.eval.merge = "mixture"
     c.eval.mixture_uniform = 0.1  # pi = (1 - u) * share + u / K: every queried interest keeps some weight
     c.eval.chunk_size = 65536  # items scored at once by the exact top-k (bounds memory)

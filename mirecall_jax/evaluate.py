@@ -2,8 +2,8 @@
 
 For each evaluation user: the model's valid interest vectors, exact top-N over the whole catalogue
 per interest (chunked over items, so memory stays bounded), merged into one list of N by
-`config.eval.merge` ("mixture" by default: each interest's list as a softmax, weighted by the user's
-activation share; "score": ComiRec's maximum raw score; serving/merge.py has both); then Recall /
+`config.eval.merge` ("mixture" by default: each interest as a softmax over the catalogue, weighted by
+the user's activation share; "score": ComiRec's maximum raw score; serving/merge.py has both); then Recall /
 HitRate / NDCG @ {20, 50}, catalogue coverage and, where items have categories, diversity. History items are not excluded unless `exclude_history` is set
 (the ComiRec protocol keeps them).
 
@@ -112,7 +112,11 @@ def evaluate(model, state, dataset, split: str, config, *, prune_threshold: floa
         ids = np.asarray(ids).reshape(b, num_k, k)
         if ev.exclude_history:
             scores = _drop_history(scores, ids, batch["history"])
-        top, _, _ = merge_lib.merge(ev.merge, scores, ids, mask, n_max, share=share,
+        log_z = None
+        if ev.merge == "mixture":  # each interest's softmax normaliser over the catalogue
+            log_z = rank_metrics.log_partition(interests.reshape(b * num_k, d), vecs, config.loss.temperature,
+                                               ev.chunk_size).reshape(b, num_k)
+        top, _, _ = merge_lib.merge(ev.merge, scores, ids, mask, n_max, share=share, log_z=log_z,
                                     mixture_uniform=ev.mixture_uniform, temperature=config.loss.temperature)
         valid = batch["valid"]
         recommended.append(np.asarray(top)[valid])

@@ -1,4 +1,4 @@
-"""Evaluation math: exact chunked top-k in JAX, ComiRec interest merge, ranking metrics (numpy).
+"""Evaluation math: exact chunked top-k and log-partition in JAX, ranking metrics (numpy).
 
 The evaluation loop / CLI live elsewhere and call these. Conventions: items are 1..M-1, id 0 is
 padding and is never recommended; recommendation lists are padded with 0 when shorter than n.
@@ -73,6 +73,29 @@ def chunked_top_k(
         valid = valid & jnp.asarray(item_valid, dtype=bool)
     chunk = max(1, min(chunk_size, num_items))  # no point padding a small catalogue to 65536
     return _chunked_top_k(queries, items, valid, k=k, chunk_size=chunk)
+
+
+@jax.jit
+def _chunk_log_sum_exp(queries, chunk, inv_temperature):
+    s = jnp.matmul(queries, chunk.T, precision=jax.lax.Precision.HIGHEST, preferred_element_type=jnp.float32)
+    return jax.nn.logsumexp(s * inv_temperature, axis=-1)  # [Q]
+
+
+def log_partition(queries, items, temperature: float = 1.0, chunk_size: int = 65536) -> np.ndarray:
+    """log sum_{i >= 1} exp(<q, item_i> / temperature) over the whole catalogue -> [Q] float32.
+
+    queries [Q, D], items [M, D] (row 0 = padding, left out). Each query's softmax normaliser over
+    the catalogue: what the mixture merge (serving/merge.py) subtracts to turn an interest's scores
+    into log-probabilities. Chunked over items (at most two chunk shapes are compiled).
+    """
+    if not temperature > 0:
+        raise ValueError(f"log_partition: temperature must be > 0, got {temperature}")
+    queries = jnp.asarray(queries, jnp.float32)
+    out = jnp.full((queries.shape[0],), -jnp.inf, jnp.float32)
+    for start in range(1, items.shape[0], chunk_size):
+        chunk = jnp.asarray(items[start:start + chunk_size], jnp.float32)
+        out = jnp.logaddexp(out, _chunk_log_sum_exp(queries, chunk, 1.0 / temperature))
+    return np.asarray(out)
 
 
 def _row_keys(x: np.ndarray, base: int) -> np.ndarray:

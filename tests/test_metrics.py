@@ -168,3 +168,17 @@ def test_diversity_matches_comirec_loop():
         sum(category[r[i]] != category[r[j]] for i in range(8) for j in range(i + 1, 8)) / 28 for r in rec
     ])
     assert metrics.diversity(rec, category, n=8) == pytest.approx(want)
+
+
+def test_log_partition_equals_the_full_log_sum_exp():
+    """Chunked (M - 1 = 10 items in chunks of 4: a ragged last chunk), item 0 left out, temperature."""
+    rng = np.random.default_rng(1)
+    items = rng.normal(size=(11, 5)).astype(np.float32)
+    items[0] = 100.0  # padding row: would dominate if it were counted
+    queries = rng.normal(size=(3, 5)).astype(np.float32)
+    s = queries.astype(np.float64) @ items[1:].astype(np.float64).T / 0.5
+    want = np.log(np.exp(s - s.max(1, keepdims=True)).sum(1)) + s.max(1)
+    np.testing.assert_allclose(metrics.log_partition(queries, items, 0.5, chunk_size=4), want, rtol=1e-5)
+    np.testing.assert_allclose(metrics.log_partition(queries, jnp.asarray(items), 0.5), want, rtol=1e-5)
+    with pytest.raises(ValueError, match="temperature"):
+        metrics.log_partition(queries, items, 0.0)

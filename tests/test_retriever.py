@@ -36,7 +36,7 @@ def _external(ds, idx):
 def test_recommendations_equal_the_evaluation_pipeline(setup, merge):
     """Exact (brute-force) index, history kept: the evaluation's exact top-50 per user, for the
     ComiRec score merge and the mixture merge (its shares: the history share in both, since test
-    users have no activation records)."""
+    users have no activation records; its log-partitions: exact over the catalogue in both)."""
     run, _, retriever = setup
     ds, cfg = run.dataset, run.config
     batch = next(eval_batches(ds, "test", cfg.model.max_len, 64))
@@ -46,8 +46,9 @@ def test_recommendations_equal_the_evaluation_pipeline(setup, merge):
     interests, mask, _, share = user_interests(run.model, run.state, batch, vecs, cfg, cfg.model.prune_threshold)
     b, k, d = interests.shape
     s, i = metrics.chunked_top_k(interests.reshape(b * k, d), vecs, 50)
+    log_z = metrics.log_partition(interests.reshape(b * k, d), vecs, cfg.loss.temperature).reshape(b, k)
     want, want_s, _ = merge_lib.merge(merge, np.asarray(s).reshape(b, k, 50), np.asarray(i).reshape(b, k, 50), mask,
-                                      50, share=share, mixture_uniform=cfg.eval.mixture_uniform,
+                                      50, share=share, log_z=log_z, mixture_uniform=cfg.eval.mixture_uniform,
                                       temperature=cfg.loss.temperature)
     want, want_s = np.asarray(want)[users], np.asarray(want_s)[users]
 
@@ -146,21 +147,23 @@ def test_merge_functions_by_hand():
                 assert k == -1
 
     # Mixture: interest 0 lists items 5, 6, 7 (scores 3, 1, 0), interest 1 items 6, 8 (10, 9) and
-    # padding; shares 0.75 / 0.25, uniform 0.2, temperature 2: pi = 0.8 * share + 0.2 / 2.
+    # padding, in a catalogue of items 5..9 where interest 0 scores 9 at -2 and interest 1 scores
+    # 5, 7 at 0 and 9 at -1; shares 0.75 / 0.25, uniform 0.2, temperature 2: pi = 0.8 * share + 0.1.
     s = np.array([[[3.0, 1.0, 0.0], [10.0, 9.0, -np.inf]]])
     i = np.array([[[5, 6, 7], [6, 8, 0]]])
+    all0, all1 = np.array([3.0, 1.0, 0.0, -2.0]) / 2, np.array([10.0, 9.0, 0.0, 0.0, -1.0]) / 2
+    log_z = np.log([[np.exp(all0).sum(), np.exp(all1).sum()]])
     pi = 0.8 * np.array([0.75, 0.25]) + 0.1
-    p0 = np.exp(np.array([3.0, 1.0, 0.0]) / 2) / np.exp(np.array([3.0, 1.0, 0.0]) / 2).sum()
-    p1 = np.exp(np.array([10.0, 9.0]) / 2) / np.exp(np.array([10.0, 9.0]) / 2).sum()
+    p0, p1 = np.exp(all0[:3] - log_z[0, 0]), np.exp(all1[:2] - log_z[0, 1])
     want = {5: pi[0] * p0[0], 6: pi[0] * p0[1] + pi[1] * p1[0], 7: pi[0] * p0[2], 8: pi[1] * p1[1]}
     order = sorted(want, key=lambda x: -want[x])
-    got_i, got_s, got_k = merge_lib.merge_mixture(s, i, np.ones((1, 2), bool), 5, np.array([[0.75, 0.25]]),
+    got_i, got_s, got_k = merge_lib.merge_mixture(s, i, np.ones((1, 2), bool), 5, np.array([[0.75, 0.25]]), log_z,
                                                   uniform=0.2, temperature=2.0)
     assert got_i.tolist() == [order + [0]]
     np.testing.assert_allclose(got_s[0, :4], np.log([want[x] for x in order]), rtol=1e-6)
     assert got_k[0, order.index(6)] == 1 and got_k[0, 4] == -1  # item 6: interest 1 contributes the most
     # An invalid interest neither lists items nor takes prior mass; one interest = the score order.
-    got_i, _, _ = merge_lib.merge_mixture(s, i, np.array([[True, False]]), 5, np.array([[0.75, 0.25]]))
+    got_i, _, _ = merge_lib.merge_mixture(s, i, np.array([[True, False]]), 5, np.array([[0.75, 0.25]]), log_z)
     assert got_i.tolist() == [[5, 6, 7, 0, 0]]
     with pytest.raises(ValueError, match="shares"):
         merge_lib.merge("mixture", s, i, np.ones((1, 2), bool), 5)

@@ -7,16 +7,17 @@ user has fewer than n distinct candidates; `interest` is the slot k whose list s
 
   score        ComiRec: each item once with its maximum score over the interests, by score
                (ties: lower id first); `interest` = the slot with that maximum.
-  mixture      each interest as a softmax over its own list plus a prior over interests: the item's
-               score is log sum_k pi_k p_k(i), p_k(i) = exp(s_ki / t) / sum_j exp(s_kj / t) over interest k's
-               list (the item's term is 0 where k did not retrieve it), pi_k = (1 - uniform) * share_k
-               + uniform / K_valid with share_k the user's activation share (models/capacity.py; renormalised
-               over the valid slots, uniform when it is 0 on all of them) and
-               t the training loss's temperature (scores become the logits the loss saw).
-               Raw scores of different interests are not on one scale: an interest trained with a
-               softmax only fixes scores up to a per-interest constant (its log-partition), so the
-               score merge lets the interest with the largest scores take most of the list whatever
-               the user's mix of interests. `interest` = the slot contributing the most.
+  mixture      each interest as a softmax over the catalogue, mixed by a prior over interests: the
+               item's score is log sum_k pi_k p_k(i), p_k(i) = exp(s_ki / t - log Z_k) with Z_k the
+               interest's partition function over the whole catalogue (metrics.log_partition; the
+               item's term is 0 where interest k did not retrieve it), pi_k = (1 - uniform) * share_k
+               + uniform / K_valid with share_k the user's activation share (models/capacity.py;
+               renormalised over the valid slots, uniform when it is 0 on all of them) and t the
+               training loss's temperature (scores become the logits the loss saw). Raw scores of
+               different interests are not on one scale: a softmax fixes each interest's scores only
+               up to its own constant (log Z_k), so the score merge lets the interest with the largest
+               scores fill the list whatever the user's mix of interests. `interest` = the slot
+               contributing the most.
   round_robin  a per-interest quota: interests take turns (strongest first, by their best
                candidate's score), each adding its best candidate not yet taken, until n items.
   diversity    ComiRec's controllable aggregation: greedily add the candidate i maximising
@@ -69,33 +70,27 @@ def merge_score(scores, ids, interest_valid, n: int):
     return _top_n(sid, np.where(dup, -np.inf, ss), sk, n)
 
 
-def merge_mixture(scores, ids, interest_valid, n: int, share, uniform: float = 0.1, temperature: float = 1.0):
-    """The mixture merge (module docstring); share [U, K] >= 0 (only valid slots count)."""
+def merge_mixture(scores, ids, interest_valid, n: int, share, log_z, uniform: float = 0.1, temperature: float = 1.0):
+    """The mixture merge (module docstring). share [U, K] >= 0 (only valid slots count), log_z [U, K]
+    each interest's log-partition over the catalogue at `temperature`."""
     if not temperature > 0:
         raise ValueError(f"mixture merge: temperature must be > 0, got {temperature}")
-    scores = np.asarray(scores, np.float64) / temperature
-    valid = np.asarray(interest_valid, bool)
     if not 0.0 <= uniform <= 1.0:
         raise ValueError(f"mixture merge: uniform must be in [0, 1], got {uniform}")
-    live = valid[:, :, None] & (np.asarray(ids) > 0) & np.isfinite(scores)  # [U, K, k]
-    s = np.where(live, scores, -np.inf)
-    top = np.max(s, axis=-1, keepdims=True)  # [U, K, 1] stable log-sum-exp
-    top = np.where(np.isfinite(top), top, 0.0)
+    valid = np.asarray(interest_valid, bool)
+    num_valid = np.maximum(valid.sum(-1, keepdims=True), 1)  # [U, 1]
+    share = np.where(valid, np.asarray(share, np.float64), 0.0)  # [U, K], renormalised over valid slots
+    total = share.sum(-1, keepdims=True)
+    share = np.where(total > 0, share / np.where(total > 0, total, 1.0), valid / num_valid)
     with np.errstate(divide="ignore"):
-        log_z = top[..., 0] + np.log(np.exp(s - top).sum(-1))  # [U, K]; -inf for an empty list
-        num_valid = np.maximum(valid.sum(-1, keepdims=True), 1)  # [U, 1]
-        share = np.where(valid, np.asarray(share, np.float64), 0.0)  # [U, K], renormalised over valid slots
-        total = share.sum(-1, keepdims=True)
-        share = np.where(total > 0, share / np.where(total > 0, total, 1.0), valid / num_valid)
-        prior = (1.0 - uniform) * share + uniform * valid / num_valid
-        log_prior = np.log(prior)  # [U, K]
-    terms = np.where(live, s - np.where(np.isfinite(log_z), log_z, 0.0)[..., None] + log_prior[..., None], -np.inf)
+        log_prior = np.log((1.0 - uniform) * share + uniform * valid / num_valid)  # [U, K]; -inf if invalid
+    offset = np.where(valid, log_prior - np.asarray(log_z, np.float64), 0.0)  # [U, K]
+    terms = np.asarray(scores, np.float64) / temperature + offset[..., None]  # [U, K, k] log(pi_k p_k(i))
     sid, ss, sk, dup = _group_by_id(terms, ids, valid)  # best term first within an id
     # log sum over the copies of an id: segments start where dup is False (row starts included).
     flat = ss.astype(np.float64).ravel()
     starts = np.flatnonzero(~dup.ravel())
-    with np.errstate(invalid="ignore"):
-        combined = np.logaddexp.reduceat(flat, starts)
+    combined = np.logaddexp.reduceat(flat, starts)
     total = np.full(flat.shape, -np.inf)
     total[starts] = combined
     return _top_n(sid, total.reshape(ss.shape), sk, n)
@@ -162,13 +157,13 @@ def merge_diversity(scores, ids, interest_valid, n: int, item_category: np.ndarr
 
 
 def merge(name: str, scores, ids, interest_valid, n: int, *, item_category=None, diversity_lambda: float = 0.0,
-          share=None, mixture_uniform: float = 0.1, temperature: float = 1.0):
+          share=None, log_z=None, mixture_uniform: float = 0.1, temperature: float = 1.0):
     if name == "score":
         return merge_score(scores, ids, interest_valid, n)
     if name == "mixture":
-        if share is None:
-            raise ValueError("merge='mixture' needs the users' interest shares")
-        return merge_mixture(scores, ids, interest_valid, n, share, mixture_uniform, temperature)
+        if share is None or log_z is None:
+            raise ValueError("merge='mixture' needs the users' interest shares and log-partitions")
+        return merge_mixture(scores, ids, interest_valid, n, share, log_z, mixture_uniform, temperature)
     if name == "round_robin":
         return merge_round_robin(scores, ids, interest_valid, n)
     if name == "diversity":

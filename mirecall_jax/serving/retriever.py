@@ -12,7 +12,8 @@ power of two so only a few shapes are ever compiled), one batched ScaNN call ret
 items of every valid interest of every user, and the per-interest lists are merged (merge.py; by
 default the rule the model was evaluated with, `eval.merge` of its training config; the "mixture"
 merge weighs interests by their share of the encoded history window, as the evaluation does for
-users without activation records).
+users without activation records, and normalises each interest over the whole catalogue: an exact
+O(M * D) pass per interest, as costly as brute-force search, so large catalogues serve "score").
 Each interest's list is k = n deep, n + the number of distinct seen items with exclude_seen (every
 known item of the request's history, not only the last L, is then removed before merging, so n
 unseen items remain); requests served together are searched at the largest k and cut back to their
@@ -31,6 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mirecall_jax import metrics
 from mirecall_jax.models import capacity
 from mirecall_jax.serving import artifact as art
 from mirecall_jax.serving import merge as merge_lib
@@ -88,6 +90,7 @@ class Retriever:
         self.default_merge = evaluation.get("merge", "score")  # artifacts exported before eval.merge: "score"
         self.mixture_uniform = float(evaluation.get("mixture_uniform", 0.1))
         self.temperature = float(config.get("loss", {}).get("temperature", 1.0))
+        self._device_embeddings = None  # device copy of the embeddings, made for the first "mixture" request
         count = np.asarray(side["item_count"], np.int64).copy()
         count[0] = -1
         self.popular = np.argsort(-count, kind="stable")[: self.num_items]  # item indices, most popular first
@@ -204,12 +207,19 @@ class Retriever:
         if live:
             windows = [known[i][-self.max_len:] for i in live]
             interests, valid = self._encode_rows(windows)
-            share = None
+            share = log_z = None
             if any(merges[i] == "mixture" for i in live):  # each interest's share of the encoded window
                 hist = np.zeros((len(live), self.max_len), np.int64)
                 for row, w in enumerate(windows):
                     hist[row, : len(w)] = w
                 share = capacity.history_share(interests, valid, np.asarray(self.embeddings[hist]), hist > 0)
+                if self._device_embeddings is None:
+                    import jax.numpy as jnp
+
+                    self._device_embeddings = jnp.asarray(self.embeddings)
+                b, num_k, d = interests.shape
+                log_z = metrics.log_partition(interests.reshape(b * num_k, d), self._device_embeddings,
+                                              self.temperature).reshape(b, num_k)
             k = min(max(ns[i] + seen[i].size for i in live), self.num_items)
             scores, ids = self.index.search(interests[valid], k)  # one ANN call for every valid interest
             all_s = np.full(valid.shape + (k,), -np.inf, np.float32)
@@ -229,6 +239,7 @@ class Retriever:
                 out_i, out_s, out_k = merge_lib.merge(
                     name, all_s[rows], all_i[rows], valid[rows], n, item_category=self.side["item_category"],
                     diversity_lambda=lam, share=None if share is None else share[rows],
+                    log_z=None if log_z is None else log_z[rows],
                     mixture_uniform=self.mixture_uniform, temperature=self.temperature)
                 for j, row in enumerate(rows):
                     i = live[row]
