@@ -2,8 +2,9 @@
 
 For each evaluation user: the model's valid interest vectors, exact top-N over the whole catalogue
 per interest (chunked over items, so memory stays bounded), merged into one list of N by
-`config.eval.merge` ("mixture" by default: each interest as a softmax over the catalogue, weighted by
-the user's activation share; "score": ComiRec's maximum raw score; serving/merge.py has both); then Recall /
+`config.eval.merge` ("score": ComiRec's maximum raw score; "mixture": each interest as a softmax over
+the catalogue, weighted by the user's activation share; serving/merge.py has both; "auto" evaluates
+with "score" until training ends, then train/loop.py picks one on the valid split); then Recall /
 HitRate / NDCG @ {20, 50}, catalogue coverage and, where items have categories, diversity. History items are not excluded unless `exclude_history` is set
 (the ComiRec protocol keeps them).
 
@@ -98,6 +99,7 @@ def evaluate(model, state, dataset, split: str, config, *, prune_threshold: floa
     weight over the split's users.
     """
     max_len, ev = config.model.max_len, config.eval
+    merge = "score" if ev.merge == "auto" else ev.merge  # "auto" selects checkpoints with the score merge
     threshold = config.model.prune_threshold if prune_threshold is None else prune_threshold
     prune = threshold > 0 and "activation_global" in state.aux
     n_max = max(NS)
@@ -113,10 +115,10 @@ def evaluate(model, state, dataset, split: str, config, *, prune_threshold: floa
         if ev.exclude_history:
             scores = _drop_history(scores, ids, batch["history"])
         log_z = None
-        if ev.merge == "mixture":  # each interest's softmax normaliser over the catalogue
+        if merge == "mixture":  # each interest's softmax normaliser over the catalogue
             log_z = rank_metrics.log_partition(interests.reshape(b * num_k, d), vecs, config.loss.temperature,
                                                ev.chunk_size).reshape(b, num_k)
-        top, _, _ = merge_lib.merge(ev.merge, scores, ids, mask, n_max, share=share, log_z=log_z,
+        top, _, _ = merge_lib.merge(merge, scores, ids, mask, n_max, share=share, log_z=log_z,
                                     mixture_uniform=ev.mixture_uniform, temperature=config.loss.temperature)
         valid = batch["valid"]
         recommended.append(np.asarray(top)[valid])

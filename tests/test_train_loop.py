@@ -144,3 +144,21 @@ def test_moe_evaluation_reports_each_experts_gate_mass(tmp_path):
     assert all(m > 0 for m in mass) and abs(sum(mass) - 1.0) < 1e-5, mass
     single = _tiny_config(tmp_path, **{"train.max_steps": 20, "train.eval_every": 20})
     assert "gate_mass/0" not in train_and_evaluate(single, str(tmp_path / "sv"))["test"]
+
+
+def test_auto_merge_is_chosen_on_the_valid_split_and_recorded_for_export(tmp_path):
+    """eval.merge = "auto": both rules evaluated on the best checkpoint's valid split, the better one
+    used for the summary and written into config.json (what evaluation CLI, export and serving read)."""
+    from mirecall_jax.config import use_family
+
+    c = _tiny_config(tmp_path, **{"train.max_steps": 40, "train.eval_every": 40})
+    use_family(c, "comirec_sa")
+    assert c.eval.merge == "auto"
+    summary = train_and_evaluate(c, str(tmp_path / "w"))
+    choice = summary["merge_choice"]
+    assert set(choice["valid"]) == {"score", "mixture"} and choice["merge"] in choice["valid"]
+    assert choice["valid"][choice["merge"]] == max(choice["valid"].values())
+    assert summary["valid"]["recall@50"] == choice["valid"][choice["merge"]]
+    run = restore_for_inference(str(tmp_path / "w"))
+    assert run.config.eval.merge == choice["merge"]
+    run.checkpointer.close()

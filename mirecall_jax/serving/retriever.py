@@ -87,7 +87,11 @@ class Retriever:
         self.num_items = int(manifest["num_items"])
         config = manifest.get("config") or {}
         evaluation = config.get("eval", {})
-        self.default_merge = evaluation.get("merge", "score")  # artifacts exported before eval.merge: "score"
+        # The merge the model was evaluated with ("score" for artifacts exported before eval.merge, and
+        # for "auto" left unresolved by a run that did not finish).
+        self.default_merge = evaluation.get("merge", "score")
+        if self.default_merge not in merge_lib.MERGES:
+            self.default_merge = "score"
         self.mixture_uniform = float(evaluation.get("mixture_uniform", 0.1))
         self.temperature = float(config.get("loss", {}).get("temperature", 1.0))
         self._device_embeddings = None  # device copy of the embeddings, made for the first "mixture" request

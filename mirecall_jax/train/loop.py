@@ -4,7 +4,8 @@
   config.json      the resolved config (written at start; what `restore_for_inference` reads back)
   metrics.jsonl    one JSON object per log / eval event;  tensorboard/  the same as event files
   checkpoints/     Orbax checkpoints (latest N + the best by valid recall@50)
-  summary.json     at the end: best step, its valid and test metrics, wall time, data summary
+  summary.json     at the end: best step, its valid and test metrics, the merge rule chosen
+                   (eval.merge = "auto"), wall time, data summary
 Running it again on the same workdir resumes from the latest checkpoint; since batch t and the step
 rng are pure functions of (seed, t), a resumed run computes exactly what an uninterrupted one would.
 """
@@ -172,9 +173,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     best_step = ckpt.best_step() or ckpt.latest_step()
     state, _ = ckpt.restore(best_step, abstract)
+    merge_choice = None
+    if config.eval.merge == "auto":  # pick the merge on the valid split, then record it for export
+        merge_choice = choose_merge(model, state, dataset, config)
+        config.eval.merge = merge_choice["merge"]
+        if jax.process_index() == 0:
+            with open(os.path.join(workdir, "config.json"), "w") as fh:
+                fh.write(config.to_json_best_effort(indent=2, sort_keys=True))
+        print(f"eval.merge auto -> {merge_choice['merge']} (valid {BEST_METRIC}: {merge_choice['valid']})")
     summary = {
         "best_step": int(best_step),
         "last_step": int(ckpt.latest_step()),
+        "merge_choice": merge_choice,
         "valid": evaluate(model, state, dataset, "valid", config),
         "test": evaluate(model, state, dataset, "test", config),
         "wall_seconds": round(time.time() - wall0, 1),
@@ -187,6 +197,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         with open(os.path.join(workdir, "summary.json"), "w") as fh:
             json.dump(summary, fh, indent=2, sort_keys=True)
     return summary
+
+
+def choose_merge(model, state, dataset, config) -> dict:
+    """eval.merge = "auto": the merge rule with the higher valid recall@50 on the selected checkpoint
+    ("score" on ties, e.g. for one interest, where both rank alike) -> {"merge", "valid": {rule: recall}}."""
+    valid = {}
+    for rule in ("score", "mixture"):
+        trial = ml_collections.ConfigDict(config.to_dict())
+        trial.eval.merge = rule
+        valid[rule] = evaluate(model, state, dataset, "valid", trial)[BEST_METRIC]
+    return {"merge": "mixture" if valid["mixture"] > valid["score"] else "score", "valid": valid}
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
