@@ -212,18 +212,8 @@ class Retriever:
             windows = [known[i][-self.max_len:] for i in live]
             interests, valid = self._encode_rows(windows)
             share = log_z = None
-            if any(merges[i] == "mixture" for i in live):  # each interest's share of the encoded window
-                hist = np.zeros((len(live), self.max_len), np.int64)
-                for row, w in enumerate(windows):
-                    hist[row, : len(w)] = w
-                share = capacity.history_share(interests, valid, np.asarray(self.embeddings[hist]), hist > 0)
-                if self._device_embeddings is None:
-                    import jax.numpy as jnp
-
-                    self._device_embeddings = jnp.asarray(self.embeddings)
-                b, num_k, d = interests.shape
-                log_z = metrics.log_partition(interests.reshape(b * num_k, d), self._device_embeddings,
-                                              self.temperature).reshape(b, num_k)
+            if any(merges[i] == "mixture" for i in live):
+                share, log_z = self._mixture_inputs(windows, interests, valid)
             k = min(max(ns[i] + seen[i].size for i in live), self.num_items)
             scores, ids = self.index.search(interests[valid], k)  # one ANN call for every valid interest
             all_s = np.full(valid.shape + (k,), -np.inf, np.float32)
@@ -256,6 +246,22 @@ class Retriever:
                 results[i] = self._result(r, known[i], unknown[i], top, self.side["item_count"][top].astype(np.float64),
                                           np.full(len(top), -1), fallback=True, num_interests=0)
         return results
+
+    def _mixture_inputs(self, windows: list[np.ndarray], interests: np.ndarray, valid: np.ndarray):
+        """What the mixture merge needs: each interest's share of the encoded window [B, K] (as the
+        evaluation computes it for users without activation records) and its log-partition over the
+        catalogue [B, K] (exact: one O(M * D) pass per interest)."""
+        hist = np.zeros((len(windows), self.max_len), np.int64)  # [B, L]
+        for row, w in enumerate(windows):
+            hist[row, : len(w)] = w
+        share = capacity.history_share(interests, valid, np.asarray(self.embeddings[hist]), hist > 0)
+        if self._device_embeddings is None:
+            import jax.numpy as jnp
+
+            self._device_embeddings = jnp.asarray(self.embeddings)
+        b, num_k, d = interests.shape
+        log_z = metrics.log_partition(interests.reshape(b * num_k, d), self._device_embeddings, self.temperature)
+        return share, log_z.reshape(b, num_k)
 
     def _result(self, r, known, unknown, ids, scores, interests, *, fallback, num_interests) -> Recommendation:
         used = min(len(known), self.max_len)
