@@ -74,19 +74,21 @@ def interest_share(state, users: np.ndarray, interests, mask, history_vecs, hist
     return capacity.activation_share(own, glob, np.arange(len(users)), min_count, fallback=fallback)
 
 
-def user_interests(model, state, batch: dict, vecs, config, prune_threshold: float):
-    """(interests [b, K, D], mask [b, K], gate [b, E] or None, share [b, K]) for an evaluation batch,
-    the mask after dynamic-capacity pruning (prune_threshold > 0 needs activation records)."""
+def user_interests(model, state, batch: dict, vecs, config, prune_threshold: float, with_share: bool = False):
+    """(interests [b, K, D], mask [b, K], gate [b, E] or None, share [b, K] or None) for an evaluation
+    batch, the mask after dynamic-capacity pruning (prune_threshold > 0 needs activation records);
+    share (with_share) = the activation shares among the interests queried, as serving computes them."""
     inputs = {key: batch[key] for key in MODEL_INPUTS + OPTIONAL_INPUTS if key in batch}
     interests, mask, gate = _encode_users(model, state.params, inputs)
     mask = np.asarray(mask)
     hist_vecs, min_count = vecs[batch["history"]], config.model.prune_min_count
-    share = interest_share(state, batch["user"], interests, mask, hist_vecs, batch["mask"], min_count)
+    share = None
     if prune_threshold > 0:
-        mask = capacity.prune_interests(mask, share, prune_threshold)
-        # The shares among the interests actually queried (what serving computes from its encoder's mask).
         share = interest_share(state, batch["user"], interests, mask, hist_vecs, batch["mask"], min_count)
-    return interests, mask, gate, share
+        mask = capacity.prune_interests(mask, share, prune_threshold)
+    if with_share:  # among the interests kept after pruning
+        share = interest_share(state, batch["user"], interests, mask, hist_vecs, batch["mask"], min_count)
+    return interests, mask, gate, share if with_share else None
 
 
 def evaluate(model, state, dataset, split: str, config, *, prune_threshold: float | None = None) -> dict:
@@ -107,7 +109,8 @@ def evaluate(model, state, dataset, split: str, config, *, prune_threshold: floa
     k = n_max + (max_len if ev.exclude_history else 0)
     recommended, targets, active, gates = [], [], [], []
     for batch in eval_batches(dataset, split, max_len, ev.batch_size, with_timestamps=True):
-        interests, mask, gate, share = user_interests(model, state, batch, vecs, config, threshold if prune else 0.0)
+        interests, mask, gate, share = user_interests(model, state, batch, vecs, config, threshold if prune else 0.0,
+                                                      with_share=merge == "mixture")
         b, num_k, d = interests.shape
         scores, ids = rank_metrics.chunked_top_k(interests.reshape(b * num_k, d), vecs, k, chunk_size=ev.chunk_size)
         scores = np.asarray(scores).reshape(b, num_k, k)

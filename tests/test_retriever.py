@@ -43,7 +43,8 @@ def test_recommendations_equal_the_evaluation_pipeline(setup, merge):
     users = batch["valid"]
     vecs = item_vectors(run.model, run.state.params, run.state.tables, ds.num_items)
     assert cfg.model.prune_threshold > 0  # the pruned mask and the shares among the kept interests
-    interests, mask, _, share = user_interests(run.model, run.state, batch, vecs, cfg, cfg.model.prune_threshold)
+    interests, mask, _, share = user_interests(run.model, run.state, batch, vecs, cfg, cfg.model.prune_threshold,
+                                              with_share=True)
     b, k, d = interests.shape
     s, i = metrics.chunked_top_k(interests.reshape(b * k, d), vecs, 50)
     log_z = metrics.log_partition(interests.reshape(b * k, d), vecs, cfg.loss.temperature).reshape(b, k)

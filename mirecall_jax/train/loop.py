@@ -175,17 +175,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state, _ = ckpt.restore(best_step, abstract)
     merge_choice = None
     if config.eval.merge == "auto":  # pick the merge on the valid split, then record it for export
-        merge_choice = choose_merge(model, state, dataset, config)
+        merge_choice, valid = choose_merge(model, state, dataset, config)
         config.eval.merge = merge_choice["merge"]
         if jax.process_index() == 0:
             with open(os.path.join(workdir, "config.json"), "w") as fh:
                 fh.write(config.to_json_best_effort(indent=2, sort_keys=True))
         print(f"eval.merge auto -> {merge_choice['merge']} (valid {BEST_METRIC}: {merge_choice['valid']})")
+    else:
+        valid = evaluate(model, state, dataset, "valid", config)
     summary = {
         "best_step": int(best_step),
         "last_step": int(ckpt.latest_step()),
         "merge_choice": merge_choice,
-        "valid": evaluate(model, state, dataset, "valid", config),
+        "valid": valid,
         "test": evaluate(model, state, dataset, "test", config),
         "wall_seconds": round(time.time() - wall0, 1),
         "data": dataset.stats,
@@ -199,15 +201,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return summary
 
 
-def choose_merge(model, state, dataset, config) -> dict:
+def choose_merge(model, state, dataset, config) -> tuple[dict, dict]:
     """eval.merge = "auto": the merge rule with the higher valid recall@50 on the selected checkpoint
-    ("score" on ties, e.g. for one interest, where both rank alike) -> {"merge", "valid": {rule: recall}}."""
-    valid = {}
-    for rule in ("score", "mixture"):
+    ("score" on ties) -> ({"merge", "valid": {rule: recall}}, the chosen rule's valid metrics).
+    One interest ranks alike under both rules, so "score" is kept without evaluating "mixture"."""
+    rules = ("score",) if num_interests(config.model) == 1 else ("score", "mixture")
+    results = {}
+    for rule in rules:
         trial = ml_collections.ConfigDict(config.to_dict())
         trial.eval.merge = rule
-        valid[rule] = evaluate(model, state, dataset, "valid", trial)[BEST_METRIC]
-    return {"merge": "mixture" if valid["mixture"] > valid["score"] else "score", "valid": valid}
+        results[rule] = evaluate(model, state, dataset, "valid", trial)
+    best = max(rules, key=lambda rule: results[rule][BEST_METRIC])  # first on ties: "score"
+    return {"merge": best, "valid": {rule: r[BEST_METRIC] for rule, r in results.items()}}, results[best]
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
